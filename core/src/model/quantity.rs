@@ -1,0 +1,337 @@
+//! Kubernetes resource quantities (`500m`, `2`, `512Mi`, `1G`, `1e3`), parsed exactly — no
+//! floating point — into whole millicores or whole bytes.
+//!
+//! Grammar (k8s.io/apimachinery `resource.Quantity`):
+//! `quantity = sign? (digits | digits '.' digits? | '.' digits) suffix`,
+//! `suffix = Ki|Mi|Gi|Ti|Pi|Ei | m|""|k|M|G|T|P|E | (e|E) sign? digits`.
+
+use super::invalid::{InvalidValue, quoted};
+use crate::error_code::ErrorCode;
+
+/// The multiplier a suffix stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Multiplier {
+    /// 1024 to this power (`Ki` = 1 ... `Ei` = 6).
+    Binary(u32),
+    /// 10 to this power (`m` = -3, none = 0, `k` = 3 ... `E` = 18, or an explicit exponent).
+    Decimal(i32),
+}
+
+/// A syntactically valid, non-negative quantity: `mantissa × 10^-fraction_digits × multiplier`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Quantity {
+    mantissa: u128,
+    fraction_digits: u32,
+    multiplier: Multiplier,
+}
+
+/// Why a quantity was refused; rendered by the caller with the field's own wording.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum QuantityError {
+    Syntax,
+    Negative,
+    TooLarge,
+}
+
+/// At most this many significant digits; more cannot fit the `u64` results anyway.
+const MAX_DIGITS: usize = 30;
+/// Explicit exponents beyond this cannot give a `u64` result or a non-zero one.
+const MAX_EXPONENT: i32 = 40;
+
+fn parse(s: &str) -> Result<Quantity, QuantityError> {
+    let (negative, unsigned) = match s.as_bytes().first() {
+        Some(b'-') => (true, &s[1..]),
+        Some(b'+') => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let number_len = unsigned
+        .bytes()
+        .position(|c| !(c.is_ascii_digit() || c == b'.'))
+        .unwrap_or(unsigned.len());
+    let (number, suffix) = unsigned.split_at(number_len);
+    let (int_part, frac_part) = match number.split_once('.') {
+        Some((i, f)) => (i, f),
+        None => (number, ""),
+    };
+    if (int_part.is_empty() && frac_part.is_empty()) || frac_part.contains('.') {
+        return Err(QuantityError::Syntax);
+    }
+    let digits = format!("{int_part}{frac_part}");
+    let significant = digits.trim_start_matches('0');
+    if significant.len() > MAX_DIGITS {
+        return Err(QuantityError::TooLarge);
+    }
+    let mantissa: u128 = if significant.is_empty() {
+        0
+    } else {
+        significant.parse().map_err(|_| QuantityError::Syntax)?
+    };
+    let multiplier = match suffix {
+        "" => Multiplier::Decimal(0),
+        "m" => Multiplier::Decimal(-3),
+        "k" => Multiplier::Decimal(3),
+        "M" => Multiplier::Decimal(6),
+        "G" => Multiplier::Decimal(9),
+        "T" => Multiplier::Decimal(12),
+        "P" => Multiplier::Decimal(15),
+        "E" => Multiplier::Decimal(18),
+        "Ki" => Multiplier::Binary(1),
+        "Mi" => Multiplier::Binary(2),
+        "Gi" => Multiplier::Binary(3),
+        "Ti" => Multiplier::Binary(4),
+        "Pi" => Multiplier::Binary(5),
+        "Ei" => Multiplier::Binary(6),
+        other => {
+            let exponent = other
+                .strip_prefix('e')
+                .or_else(|| other.strip_prefix('E'))
+                .ok_or(QuantityError::Syntax)?;
+            let digits = exponent.strip_prefix(['+', '-']).unwrap_or(exponent);
+            if digits.is_empty() || !digits.bytes().all(|c| c.is_ascii_digit()) || digits.len() > 4
+            {
+                return Err(QuantityError::Syntax);
+            }
+            let value: i32 = exponent.parse().map_err(|_| QuantityError::Syntax)?;
+            if value.abs() > MAX_EXPONENT {
+                return Err(QuantityError::TooLarge);
+            }
+            Multiplier::Decimal(value)
+        }
+    };
+    if negative && mantissa != 0 {
+        return Err(QuantityError::Negative);
+    }
+    Ok(Quantity {
+        mantissa,
+        fraction_digits: u32::try_from(frac_part.len()).map_err(|_| QuantityError::TooLarge)?,
+        multiplier,
+    })
+}
+
+impl Quantity {
+    /// The value × 10^`scale` as a whole number: `Ok(None)` when it is not whole.
+    fn scaled(self, scale: i32) -> Result<Option<u64>, QuantityError> {
+        let pow10 = |e: u32| 10u128.checked_pow(e).ok_or(QuantityError::TooLarge);
+        let (mut numerator, mut denominator_exp) = (self.mantissa, self.fraction_digits as i64);
+        let exp10 = match self.multiplier {
+            Multiplier::Binary(power) => {
+                let factor = 1024u128.checked_pow(power).ok_or(QuantityError::TooLarge)?;
+                numerator = numerator
+                    .checked_mul(factor)
+                    .ok_or(QuantityError::TooLarge)?;
+                i64::from(scale)
+            }
+            Multiplier::Decimal(e) => i64::from(e) + i64::from(scale),
+        };
+        denominator_exp -= exp10;
+        if numerator == 0 {
+            return Ok(Some(0));
+        }
+        if denominator_exp < 0 {
+            let up = u32::try_from(-denominator_exp).map_err(|_| QuantityError::TooLarge)?;
+            numerator = numerator
+                .checked_mul(pow10(up)?)
+                .ok_or(QuantityError::TooLarge)?;
+            denominator_exp = 0;
+        }
+        let denominator = match u32::try_from(denominator_exp) {
+            Ok(e) if e <= 38 => pow10(e)?,
+            // A denominator beyond 10^38 exceeds any u128 numerator: not a whole number.
+            _ => return Ok(None),
+        };
+        if numerator % denominator != 0 {
+            return Ok(None);
+        }
+        u64::try_from(numerator / denominator)
+            .map(Some)
+            .map_err(|_| QuantityError::TooLarge)
+    }
+}
+
+fn grammar_error(field: &str, s: &str, error: QuantityError, example: &str) -> InvalidValue {
+    let why = match error {
+        QuantityError::Syntax => format!("is not a Kubernetes quantity (e.g. {example})"),
+        QuantityError::Negative => "must not be negative".to_owned(),
+        QuantityError::TooLarge => "is too large".to_owned(),
+    };
+    InvalidValue::new(
+        ErrorCode::SandboxInvalidParameter,
+        format!("{field} {} {why}", quoted(s)),
+    )
+}
+
+/// A CPU limit in whole millicores (`500m` = 500, `2` = 2000), greater than zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CpuLimit(u64);
+
+impl CpuLimit {
+    /// Parses a CPU quantity.
+    pub fn new(s: &str) -> Result<Self, InvalidValue> {
+        let q = parse(s).map_err(|e| grammar_error("cpu", s, e, "\"500m\" or \"2\""))?;
+        match q.scaled(3) {
+            Ok(Some(0)) => Err(InvalidValue::new(
+                ErrorCode::SandboxInvalidParameter,
+                format!("cpu {} must be greater than zero", quoted(s)),
+            )),
+            Ok(Some(millis)) => Ok(Self(millis)),
+            Ok(None) => Err(InvalidValue::new(
+                ErrorCode::SandboxInvalidParameter,
+                format!("cpu {} is finer than one millicore (1m)", quoted(s)),
+            )),
+            Err(e) => Err(grammar_error("cpu", s, e, "\"500m\" or \"2\"")),
+        }
+    }
+
+    /// Whole millicores.
+    pub fn millicores(self) -> u64 {
+        self.0
+    }
+
+    /// Nano-CPUs, as Docker's `NanoCpus` wants them.
+    pub fn nano_cpus(self) -> u64 {
+        self.0.saturating_mul(1_000_000)
+    }
+
+    /// The canonical spelling (`500m`, `2`).
+    pub fn to_quantity_string(self) -> String {
+        if self.0 % 1000 == 0 {
+            (self.0 / 1000).to_string()
+        } else {
+            format!("{}m", self.0)
+        }
+    }
+}
+
+/// A byte count (memory limit, claim size), whole and greater than zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ByteQuantity(u64);
+
+impl ByteQuantity {
+    /// Parses a byte quantity for the field named `field` (used in messages), reporting `code`.
+    pub fn new(s: &str, field: &str, code: ErrorCode) -> Result<Self, InvalidValue> {
+        let with_code = |mut e: InvalidValue| {
+            e.code = code;
+            e
+        };
+        let q =
+            parse(s).map_err(|e| with_code(grammar_error(field, s, e, "\"512Mi\" or \"1G\"")))?;
+        match q.scaled(0) {
+            Ok(Some(0)) => Err(InvalidValue::new(
+                code,
+                format!("{field} {} must be greater than zero", quoted(s)),
+            )),
+            Ok(Some(bytes)) => Ok(Self(bytes)),
+            Ok(None) if q.multiplier == Multiplier::Decimal(-3) => {
+                let number = s.trim_end_matches('m');
+                Err(InvalidValue::new(
+                    code,
+                    format!(
+                        "{field} {} means milli-bytes ('m' is 1/1000); did you mean \"{number}Mi\" (mebibytes) or \"{number}M\" (megabytes)?",
+                        quoted(s)
+                    ),
+                ))
+            }
+            Ok(None) => Err(InvalidValue::new(
+                code,
+                format!("{field} {} is not a whole number of bytes", quoted(s)),
+            )),
+            Err(e) => Err(with_code(grammar_error(field, s, e, "\"512Mi\" or \"1G\""))),
+        }
+    }
+
+    /// The number of bytes.
+    pub fn bytes(self) -> u64 {
+        self.0
+    }
+
+    /// The canonical spelling: the largest exact binary suffix, else plain bytes.
+    pub fn to_quantity_string(self) -> String {
+        const SUFFIXES: [&str; 6] = ["Ki", "Mi", "Gi", "Ti", "Pi", "Ei"];
+        let (mut value, mut suffix) = (self.0, "");
+        for s in SUFFIXES {
+            if value % 1024 == 0 && value != 0 {
+                value /= 1024;
+                suffix = s;
+            } else {
+                break;
+            }
+        }
+        format!("{value}{suffix}")
+    }
+}
+
+/// Parses a memory limit.
+pub fn memory_limit(s: &str) -> Result<ByteQuantity, InvalidValue> {
+    ByteQuantity::new(s, "memory", ErrorCode::SandboxInvalidParameter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_values() {
+        let cases = [
+            ("500m", 500),
+            ("2", 2000),
+            ("0.5", 500),
+            (".5", 500),
+            ("1.", 1000),
+            ("+1", 1000),
+            ("1e3", 1_000_000),
+            ("1k", 1_000_000),
+            ("0.001", 1),
+            ("1500m", 1500),
+        ];
+        for (s, millis) in cases {
+            assert_eq!(
+                CpuLimit::new(s).map(CpuLimit::millicores),
+                Ok(millis),
+                "{s}"
+            );
+        }
+        for bad in [
+            "", "m", "1.2.3", "-1", "0", "0m", "0.0001", "1 ", " 1", "1u", "1Ki5", "1e", "1e+",
+            "abc", "1e99999",
+        ] {
+            assert!(CpuLimit::new(bad).is_err(), "{bad} was accepted");
+        }
+        assert_eq!(
+            CpuLimit::new("1500m").unwrap().to_quantity_string(),
+            "1500m"
+        );
+        assert_eq!(CpuLimit::new("2").unwrap().to_quantity_string(), "2");
+    }
+
+    #[test]
+    fn memory_values() {
+        let cases = [
+            ("512Mi", 512 << 20),
+            ("1G", 1_000_000_000),
+            ("1Gi", 1 << 30),
+            ("1.5Gi", 3 << 29),
+            ("128974848", 128_974_848),
+            ("129e6", 129_000_000),
+            ("129M", 129_000_000),
+            ("123Mi", 123 << 20),
+            ("1Ei", 1 << 60),
+            ("8000m", 8),
+        ];
+        for (s, bytes) in cases {
+            assert_eq!(memory_limit(s).map(ByteQuantity::bytes), Ok(bytes), "{s}");
+        }
+        for bad in ["512m", "0", "0.5", "-1Gi", "1Zi", "16Ei", "1e-1", "Mi"] {
+            assert!(memory_limit(bad).is_err(), "{bad} was accepted");
+        }
+        let err = memory_limit("512m").unwrap_err();
+        assert!(err.reason.contains("512Mi"), "{}", err.reason);
+        assert_eq!(
+            ByteQuantity::new("1536Mi", "s", ErrorCode::VolumeInvalidPvcStorage)
+                .unwrap()
+                .to_quantity_string(),
+            "1536Mi"
+        );
+        assert_eq!(memory_limit("1000").unwrap().to_quantity_string(), "1000");
+        assert_eq!(memory_limit("1Gi").unwrap().to_quantity_string(), "1Gi");
+    }
+}

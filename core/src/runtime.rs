@@ -1,0 +1,310 @@
+//! The contract between the API and a runtime (Docker, Kubernetes): the `Runtime` trait, what a
+//! runtime can do (`Capabilities`), and how it fails (`RuntimeError`).
+//!
+//! The API validates a request (see [`crate::validate`]), checks it against the runtime's
+//! capabilities, and only then calls the runtime; a runtime never re-parses user strings.
+
+use std::collections::BTreeSet;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::error_code::ErrorCode;
+use crate::model::{
+    MetadataPatch, MountPath, PlatformSpec, ReadOnlyMode, SandboxId, SandboxRecord, SandboxSpec,
+    SandboxState, VolumeBackendKind, quoted,
+};
+use crate::validate::{Violation, Violations};
+use crate::wire;
+
+/// A create call: the validated spec plus the identity and time the API assigned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateSandbox {
+    /// Id for the new sandbox.
+    pub id: SandboxId,
+    /// What to create.
+    pub spec: SandboxSpec,
+    /// Creation time; `expires_at` is this plus the spec's timeout.
+    pub created_at: DateTime<Utc>,
+}
+
+impl CreateSandbox {
+    /// When the sandbox expires, if it has a timeout.
+    pub fn expires_at(&self) -> Option<DateTime<Utc>> {
+        let seconds = i64::try_from(self.spec.timeout_seconds?).ok()?;
+        self.created_at
+            .checked_add_signed(chrono::TimeDelta::try_seconds(seconds)?)
+    }
+}
+
+/// A dry run's result: the sandbox as it would be, and the runtime object that would be sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RenderedSandbox {
+    /// The sandbox as it would be reported.
+    pub sandbox: SandboxRecord,
+    /// The Docker create body or Pod, credentials redacted.
+    pub runtime_object: serde_json::Value,
+}
+
+/// How a runtime mounts a `subPath`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SubPathMechanism {
+    /// Berth resolves the path from a pinned fd and hands the runtime a staged bind mount.
+    StagedBind,
+    /// The verified path is handed over unstaged (`storage.allow_unstaged_paths`); a residual race remains.
+    UnstagedPath,
+    /// The engine's own sub-path support (Docker API ≥ 1.45 `VolumeOptions.Subpath`).
+    EngineSubpath,
+    /// The kubelet's `volumeMounts.subPath`.
+    Kubelet,
+    /// `subPath` is not supported.
+    Unsupported,
+}
+
+/// What a runtime can do, filled from its startup probes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Runtime name (`docker`, `kubernetes`, `in-memory`).
+    pub runtime: String,
+    /// Engine or cluster version string, for the startup log.
+    pub engine_version: Option<String>,
+    /// Volume backends offered.
+    pub volume_backends: BTreeSet<VolumeBackendKind>,
+    /// Whether pause/resume work.
+    pub pause: bool,
+    /// How read-only mounts are enforced (`Recursive` or `NonRecursive`).
+    pub read_only_mode: ReadOnlyMode,
+    /// How `subPath` is mounted.
+    pub sub_path_mechanism: SubPathMechanism,
+    /// Whether `pvc.storageClass` / `storage` / `accessModes` are honoured (Kubernetes), or would be
+    /// ignored (Docker: then they are refused).
+    pub pvc_provisioning_hints: bool,
+    /// The platform sandboxes run on, if fixed; a request for another is refused.
+    pub platform: Option<PlatformSpec>,
+    /// Mount paths the runtime reserves beyond Berth's own.
+    pub reserved_mount_paths: Vec<MountPath>,
+}
+
+impl Capabilities {
+    /// Checks a validated spec against what this runtime can do: every shortfall, at once.
+    pub fn check(&self, spec: &SandboxSpec) -> Result<(), Violations> {
+        let mut violations = Vec::new();
+        if let (Some(wanted), Some(have)) = (spec.platform, self.platform)
+            && wanted != have
+        {
+            violations.push(Violation::new(
+                "platform",
+                ErrorCode::SandboxUnsupportedFeature,
+                format!(
+                    "this {} runtime runs {:?}/{:?} sandboxes, not {:?}/{:?}",
+                    self.runtime, have.os, have.arch, wanted.os, wanted.arch
+                ),
+            ));
+        }
+        for (i, volume) in spec.volumes.iter().enumerate() {
+            let kind = volume.source.kind();
+            if !self.volume_backends.contains(&kind) {
+                let offered: Vec<&str> = self.volume_backends.iter().map(|b| b.as_str()).collect();
+                violations.push(Violation::new(
+                    format!("volumes[{i}].{kind}"),
+                    ErrorCode::VolumeUnsupportedBackend,
+                    format!(
+                        "the {} runtime does not offer {kind} volumes (it offers: {})",
+                        self.runtime,
+                        offered.join(", ")
+                    ),
+                ));
+                continue;
+            }
+            if volume.sub_path.is_some() && self.sub_path_mechanism == SubPathMechanism::Unsupported
+            {
+                violations.push(Violation::new(
+                    format!("volumes[{i}].subPath"),
+                    ErrorCode::VolumeStagingUnavailable,
+                    format!("the {} runtime cannot mount a subPath here", self.runtime),
+                ));
+            }
+            if let crate::model::VolumeSource::Pvc(pvc) = &volume.source
+                && pvc.has_provisioning_hints()
+                && !self.pvc_provisioning_hints
+            {
+                violations.push(Violation::new(
+                    format!("volumes[{i}].pvc"),
+                    ErrorCode::SandboxUnsupportedFeature,
+                    format!(
+                        "storageClass, storage and accessModes are Kubernetes provisioning hints that the {} runtime cannot honour; omit them",
+                        self.runtime
+                    ),
+                ));
+            }
+            if let Some(reserved) = self
+                .reserved_mount_paths
+                .iter()
+                .find(|r| volume.mount_path.is_at_or_below(r))
+            {
+                violations.push(Violation::new(
+                    format!("volumes[{i}].mountPath"),
+                    ErrorCode::VolumeReservedMountPath,
+                    format!(
+                        "{} is reserved by the {} runtime ({reserved})",
+                        quoted(volume.mount_path.as_str()),
+                        self.runtime
+                    ),
+                ));
+            }
+        }
+        Violations::from_vec(violations).map_or(Ok(()), Err)
+    }
+}
+
+/// How a runtime call fails. Each variant has one stable code.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RuntimeError {
+    /// No sandbox has this id.
+    #[error("sandbox {id} not found")]
+    NotFound {
+        /// The id asked for.
+        id: String,
+    },
+    /// The sandbox's state does not allow the operation.
+    #[error("sandbox {id} is {state}; cannot {action} it")]
+    InvalidState {
+        /// The sandbox.
+        id: SandboxId,
+        /// Its current state.
+        state: SandboxState,
+        /// What was asked (`pause`, `resume`, ...).
+        action: &'static str,
+    },
+    /// The runtime does not support the operation at all.
+    #[error("the {runtime} runtime does not support {action}")]
+    Unsupported {
+        /// Runtime name.
+        runtime: String,
+        /// What was asked.
+        action: &'static str,
+    },
+    /// The image is neither present nor pullable.
+    #[error(
+        "image {} is not present and cannot be pulled: {detail}",
+        quoted(image)
+    )]
+    ImageNotFound {
+        /// The image reference.
+        image: String,
+        /// What the engine said.
+        detail: String,
+    },
+    /// The request is valid on its face but the runtime found it unusable (a missing claim, a
+    /// symlink below a trusted root, ...). Nothing was left behind.
+    #[error("{0}")]
+    Rejected(Violations),
+    /// No endpoint for this port.
+    #[error("sandbox {id} has no endpoint for port {port}: {detail}")]
+    EndpointNotAvailable {
+        /// The sandbox.
+        id: SandboxId,
+        /// The port.
+        port: u16,
+        /// Why.
+        detail: String,
+    },
+    /// On Kubernetes, the pod has no IP yet.
+    #[error("the pod of sandbox {id} has no IP yet")]
+    PodIpNotAvailable {
+        /// The sandbox.
+        id: SandboxId,
+    },
+    /// The engine or cluster cannot be reached.
+    #[error("the runtime cannot be reached: {detail}")]
+    Unavailable {
+        /// What failed.
+        detail: String,
+    },
+    /// Anything else; the detail goes to the log, not to the client.
+    #[error("{context}: {detail}")]
+    Internal {
+        /// What was being done.
+        context: String,
+        /// What went wrong.
+        detail: String,
+    },
+}
+
+impl RuntimeError {
+    /// The stable code.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::NotFound { .. } => ErrorCode::SandboxNotFound,
+            Self::InvalidState { .. } => ErrorCode::SandboxInvalidState,
+            Self::Unsupported { .. } => ErrorCode::SandboxUnsupportedFeature,
+            Self::ImageNotFound { .. } => ErrorCode::SandboxImageNotFound,
+            Self::Rejected(v) => v.code(),
+            Self::EndpointNotAvailable { .. } => ErrorCode::SandboxEndpointNotAvailable,
+            Self::PodIpNotAvailable { .. } => ErrorCode::KubernetesPodIpNotAvailable,
+            Self::Unavailable { .. } => ErrorCode::RuntimeUnavailable,
+            Self::Internal { .. } => ErrorCode::GeneralInternalError,
+        }
+    }
+
+    /// The error body for a client: internal details are replaced by a generic message.
+    pub fn to_error_response(&self) -> wire::ErrorResponse {
+        let message = match self {
+            Self::Internal { .. } => "internal error; the server log has the details".to_owned(),
+            Self::Rejected(v) => return v.to_error_response(),
+            other => other.to_string(),
+        };
+        wire::ErrorResponse {
+            code: self.code().as_str().to_owned(),
+            message,
+        }
+    }
+}
+
+/// A sandbox runtime. Implementations own the state they need to answer across restarts and
+/// must pass the conformance suite (`testkit::conformance`, feature `testkit`).
+///
+/// Every method that names a sandbox answers [`RuntimeError::NotFound`] for an unknown id.
+#[async_trait]
+pub trait Runtime: Send + Sync {
+    /// What this runtime can do.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Creates and starts a sandbox; returns once it runs. On failure nothing is left behind.
+    async fn create(&self, request: CreateSandbox) -> Result<SandboxRecord, RuntimeError>;
+
+    /// One sandbox.
+    async fn get(&self, id: &SandboxId) -> Result<SandboxRecord, RuntimeError>;
+
+    /// Every sandbox this runtime manages, in no particular order.
+    async fn list(&self) -> Result<Vec<SandboxRecord>, RuntimeError>;
+
+    /// Stops and removes a sandbox, releasing what `deleteOnSandboxTermination` says.
+    async fn delete(&self, id: &SandboxId) -> Result<(), RuntimeError>;
+
+    /// Pauses a running sandbox ([`RuntimeError::InvalidState`] otherwise).
+    async fn pause(&self, id: &SandboxId) -> Result<(), RuntimeError>;
+
+    /// Resumes a paused sandbox ([`RuntimeError::InvalidState`] otherwise).
+    async fn resume(&self, id: &SandboxId) -> Result<(), RuntimeError>;
+
+    /// Sets a new expiry (already checked to be in the future) and returns it.
+    async fn renew(
+        &self,
+        id: &SandboxId,
+        expires_at: DateTime<Utc>,
+    ) -> Result<DateTime<Utc>, RuntimeError>;
+
+    /// Applies a validated metadata merge patch, all or nothing, and returns the sandbox.
+    async fn patch_metadata(
+        &self,
+        id: &SandboxId,
+        patch: &MetadataPatch,
+    ) -> Result<SandboxRecord, RuntimeError>;
+
+    /// The `host:port` (no scheme) at which a port of the sandbox is reachable.
+    async fn endpoint(&self, id: &SandboxId, port: u16) -> Result<wire::Endpoint, RuntimeError>;
+
+    /// What `create` would do, without any side effect.
+    async fn render(&self, request: &CreateSandbox) -> Result<RenderedSandbox, RuntimeError>;
+}

@@ -1,0 +1,908 @@
+//! Request validation: `wire` in, `model` out, or **every** violation at once, each with its
+//! field path (`volumes[1].subPath`), a stable code and a message a user can act on.
+//!
+//! Validation is pure and runs once, before any runtime sees the request. Rules that need the
+//! filesystem or the engine (symlinks, missing claims, images) are the runtimes'.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+
+use crate::error_code::ErrorCode;
+use crate::model::{
+    AccessMode, ByteQuantity, ClaimName, CpuLimit, Entrypoint, EnvName, HostPath, ImageRef,
+    InvalidValue, Metadata, MetadataKey, MetadataPatch, MetadataValue, MountOption, MountPath,
+    NfsExportPath, NfsServer, NfsSource, OssBucket, OssCredentials, OssEndpoint, OssfsSource,
+    OssfsVersion, PvcSource, RegistryAuth, ResourceLimits, SandboxSpec, StorageClassName, SubPath,
+    Volume, VolumeName, VolumeSource, lexical_key, memory_limit, quoted,
+};
+use crate::wire;
+
+/// Most volumes one request may carry.
+pub const MAX_VOLUMES: usize = 64;
+/// Most metadata entries one sandbox may carry.
+pub const MAX_METADATA_ENTRIES: usize = 64;
+/// Most environment variables one request may carry.
+pub const MAX_ENV_ENTRIES: usize = 256;
+/// Shortest timeout, in seconds.
+pub const MIN_TIMEOUT_SECONDS: i64 = 60;
+
+/// One broken rule: where, which, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// Field path in the request, e.g. `volumes[1].subPath`.
+    pub field: String,
+    /// Stable code.
+    pub code: ErrorCode,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl Violation {
+    /// Builds a violation.
+    pub fn new(field: impl Into<String>, code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn from_invalid(field: impl Into<String>, invalid: InvalidValue) -> Self {
+        Self::new(field, invalid.code, invalid.reason)
+    }
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// Every violation of one request, in request-field order; never empty.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct Violations(Vec<Violation>);
+
+impl Violations {
+    /// Wraps one violation.
+    pub fn one(violation: Violation) -> Self {
+        Self(vec![violation])
+    }
+
+    /// Wraps a list; `None` when it is empty (nothing was violated).
+    pub fn from_vec(violations: Vec<Violation>) -> Option<Self> {
+        (!violations.is_empty()).then_some(Self(violations))
+    }
+
+    /// The violations, in order.
+    pub fn as_slice(&self) -> &[Violation] {
+        &self.0
+    }
+
+    /// The first violation's code: the code of the response.
+    pub fn code(&self) -> ErrorCode {
+        self.0[0].code
+    }
+
+    /// The error body DESIGN §2 prescribes: the first violation's code, and a message listing
+    /// every violation with its field path.
+    pub fn to_error_response(&self) -> wire::ErrorResponse {
+        wire::ErrorResponse {
+            code: self.code().as_str().to_owned(),
+            message: self.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for Violations {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, v) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{v}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The server's rules that a request is checked against (from configuration and the runtime).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoragePolicy {
+    /// Host directories under which `host` volumes may be mounted (`storage.allowed_host_paths`).
+    /// Empty disables the host backend.
+    pub allowed_host_roots: Vec<HostPath>,
+    /// Longest `timeout` accepted (`server.max_sandbox_timeout_seconds`); `None` means no maximum.
+    pub max_timeout_seconds: Option<u64>,
+}
+
+/// Collects violations while a request is converted.
+#[derive(Default)]
+struct Collector(Vec<Violation>);
+
+impl Collector {
+    fn push(&mut self, field: impl Into<String>, code: ErrorCode, message: impl Into<String>) {
+        self.0.push(Violation::new(field, code, message));
+    }
+
+    /// Keeps `Ok` values, records `Err` ones under `field`.
+    fn check<T>(
+        &mut self,
+        field: impl FnOnce() -> String,
+        result: Result<T, InvalidValue>,
+    ) -> Option<T> {
+        match result {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.0.push(Violation::from_invalid(field(), e));
+                None
+            }
+        }
+    }
+}
+
+fn map_field(map: &str, key: &str) -> String {
+    format!("{map}[{}]", quoted(key))
+}
+
+impl SandboxSpec {
+    /// Validates a create request against `policy`: the spec, or every violation.
+    pub fn from_request(
+        request: wire::CreateSandboxRequest,
+        policy: &StoragePolicy,
+    ) -> Result<Self, Violations> {
+        let mut c = Collector::default();
+        let image = check_source(&mut c, &request);
+        check_unsupported(&mut c, &request);
+        let entrypoint = check_entrypoint(&mut c, request.image.is_some(), request.entrypoint);
+        let timeout_seconds = check_timeout(&mut c, request.timeout, policy);
+        let resources = check_resources(&mut c, request.resource_limits);
+        let env = check_env(&mut c, request.env.unwrap_or_default());
+        let metadata = check_metadata(&mut c, request.metadata.unwrap_or_default());
+        let volumes = check_volumes(&mut c, request.volumes.unwrap_or_default(), policy);
+        if let Some(violations) = Violations::from_vec(c.0) {
+            return Err(violations);
+        }
+        // Every `None` below was recorded as a violation above, so reaching here means all are `Some`.
+        match (image, entrypoint, resources) {
+            (Some(image), Some(entrypoint), Some(resources)) => Ok(SandboxSpec {
+                image,
+                entrypoint,
+                platform: request.platform,
+                timeout_seconds,
+                resources,
+                env,
+                metadata,
+                volumes,
+            }),
+            _ => Err(Violations::one(Violation::new(
+                "",
+                ErrorCode::GeneralInternalError,
+                "validation produced no value and no violation",
+            ))),
+        }
+    }
+}
+
+impl TryFrom<(wire::CreateSandboxRequest, &StoragePolicy)> for SandboxSpec {
+    type Error = Violations;
+
+    fn try_from(
+        (request, policy): (wire::CreateSandboxRequest, &StoragePolicy),
+    ) -> Result<Self, Violations> {
+        Self::from_request(request, policy)
+    }
+}
+
+fn check_image_uri(uri: &str) -> Result<(), InvalidValue> {
+    let code = ErrorCode::SandboxInvalidParameter;
+    if uri.trim().is_empty() {
+        return Err(InvalidValue::new(code, "must not be blank"));
+    }
+    if uri.len() > 1024 {
+        return Err(InvalidValue::new(code, "is longer than 1024 bytes"));
+    }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "._-/:@+".contains(c);
+    if !uri.chars().all(allowed) || !uri.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        return Err(InvalidValue::new(
+            code,
+            format!(
+                "{} is not an image reference such as \"python:3.11\" or \"registry:5000/team/app@sha256:…\"",
+                quoted(uri)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_source(c: &mut Collector, request: &wire::CreateSandboxRequest) -> Option<ImageRef> {
+    match (&request.image, &request.snapshot_id) {
+        (Some(_), Some(_)) => {
+            c.push(
+                "image",
+                ErrorCode::SandboxInvalidParameter,
+                "give exactly one of image and snapshotId, not both",
+            );
+            None
+        }
+        (None, Some(_)) => {
+            c.push(
+                "snapshotId",
+                ErrorCode::SandboxUnsupportedFeature,
+                "restoring from a snapshot is not implemented by Berth; give image instead",
+            );
+            None
+        }
+        (None, None) => {
+            c.push(
+                "image",
+                ErrorCode::SandboxInvalidParameter,
+                "required: give image (or snapshotId)",
+            );
+            None
+        }
+        (Some(image), None) => {
+            let uri_ok = c
+                .check(|| "image.uri".into(), check_image_uri(&image.uri))
+                .is_some();
+            let auth = match &image.auth {
+                None => Some(None),
+                Some(wire::ImageAuth {
+                    username: Some(username),
+                    password: Some(password),
+                }) if !username.is_empty() && !password.is_empty() => Some(Some(RegistryAuth {
+                    username: username.clone(),
+                    password: password.clone(),
+                })),
+                Some(_) => {
+                    c.push(
+                        "image.auth",
+                        ErrorCode::SandboxInvalidParameter,
+                        "give both a non-empty username and password, or omit auth",
+                    );
+                    None
+                }
+            };
+            match (uri_ok, auth) {
+                (true, Some(auth)) => Some(ImageRef {
+                    uri: image.uri.clone(),
+                    auth,
+                }),
+                _ => None,
+            }
+        }
+    }
+}
+
+fn check_entrypoint(
+    c: &mut Collector,
+    has_image: bool,
+    entrypoint: Option<Vec<String>>,
+) -> Option<Entrypoint> {
+    match entrypoint {
+        None if has_image => {
+            c.push(
+                "entrypoint",
+                ErrorCode::SandboxInvalidParameter,
+                "required with image, e.g. [\"python\", \"/app/main.py\"]",
+            );
+            None
+        }
+        None => None,
+        Some(argv) => c.check(|| "entrypoint".into(), Entrypoint::new(argv)),
+    }
+}
+
+fn check_timeout(c: &mut Collector, timeout: Option<i64>, policy: &StoragePolicy) -> Option<u64> {
+    let t = timeout?;
+    if t < MIN_TIMEOUT_SECONDS {
+        c.push(
+            "timeout",
+            ErrorCode::SandboxInvalidParameter,
+            format!(
+                "must be at least {MIN_TIMEOUT_SECONDS} seconds (got {t}); omit it for no expiry"
+            ),
+        );
+        return None;
+    }
+    let t = t.unsigned_abs();
+    if let Some(max) = policy.max_timeout_seconds
+        && t > max
+    {
+        c.push(
+            "timeout",
+            ErrorCode::SandboxInvalidParameter,
+            format!("must be at most {max} seconds, this server's server.max_sandbox_timeout_seconds (got {t})"),
+        );
+        return None;
+    }
+    Some(t)
+}
+
+fn check_resources(
+    c: &mut Collector,
+    limits: Option<BTreeMap<String, String>>,
+) -> Option<ResourceLimits> {
+    let Some(limits) = limits else {
+        c.push(
+            "resourceLimits",
+            ErrorCode::SandboxInvalidParameter,
+            "required, e.g. {\"cpu\": \"500m\", \"memory\": \"512Mi\"} ({} for no limits)",
+        );
+        return None;
+    };
+    let mut resources = ResourceLimits::default();
+    for (key, value) in &limits {
+        let field = || map_field("resourceLimits", key);
+        match key.as_str() {
+            "cpu" => resources.cpu = c.check(field, CpuLimit::new(value)),
+            "memory" => resources.memory = c.check(field, memory_limit(value)),
+            // Zero GPUs is what Berth gives anyway; asking for some is refused below.
+            "gpu" if value == "0" => {}
+            _ => c.push(
+                field(),
+                ErrorCode::SandboxUnsupportedFeature,
+                "Berth limits only cpu and memory",
+            ),
+        }
+    }
+    Some(resources)
+}
+
+fn check_env(c: &mut Collector, env: BTreeMap<String, String>) -> BTreeMap<EnvName, String> {
+    if env.len() > MAX_ENV_ENTRIES {
+        c.push(
+            "env",
+            ErrorCode::SandboxInvalidParameter,
+            format!("at most {MAX_ENV_ENTRIES} entries (got {})", env.len()),
+        );
+        return BTreeMap::new();
+    }
+    let mut out = BTreeMap::new();
+    for (key, value) in env {
+        let field = || map_field("env", &key);
+        let name = c.check(field, EnvName::new(&key));
+        if value.contains('\0') {
+            c.push(
+                field(),
+                ErrorCode::SandboxInvalidParameter,
+                "the value must not contain NUL",
+            );
+            continue;
+        }
+        if let Some(name) = name {
+            out.insert(name, value);
+        }
+    }
+    out
+}
+
+fn check_metadata(c: &mut Collector, metadata: BTreeMap<String, String>) -> Metadata {
+    if metadata.len() > MAX_METADATA_ENTRIES {
+        c.push(
+            "metadata",
+            ErrorCode::SandboxInvalidParameter,
+            format!(
+                "at most {MAX_METADATA_ENTRIES} entries (got {})",
+                metadata.len()
+            ),
+        );
+        return Metadata::new();
+    }
+    let mut out = Metadata::new();
+    for (key, value) in metadata {
+        let field = || map_field("metadata", &key);
+        let k = c.check(field, MetadataKey::new(&key));
+        let v = c.check(field, MetadataValue::new(&value));
+        if let (Some(k), Some(v)) = (k, v) {
+            out.insert(k, v);
+        }
+    }
+    out
+}
+
+/// Spec fields Berth does not implement: refused by name when they carry a non-default value.
+fn check_unsupported(c: &mut Collector, r: &wire::CreateSandboxRequest) {
+    const CODE: ErrorCode = ErrorCode::SandboxUnsupportedFeature;
+    if let Some(policy) = &r.network_policy
+        && (policy.default_action.is_some()
+            || policy.egress.as_ref().is_some_and(|e| !e.is_empty()))
+    {
+        c.push(
+            "networkPolicy",
+            CODE,
+            "egress network policies are not implemented by Berth; omit networkPolicy",
+        );
+    }
+    if r.credential_proxy.as_ref().is_some_and(|p| p.enabled) {
+        c.push(
+            "credentialProxy.enabled",
+            CODE,
+            "the credential proxy is not implemented by Berth",
+        );
+    }
+    if r.secure_access == Some(true) {
+        c.push(
+            "secureAccess",
+            CODE,
+            "secured endpoint access is not implemented by Berth; send false or omit it",
+        );
+    }
+    for key in r.extensions.iter().flat_map(BTreeMap::keys) {
+        c.push(
+            map_field("extensions", key),
+            CODE,
+            "Berth implements no extensions",
+        );
+    }
+    if r.template_id.is_some() {
+        c.push(
+            "templateId",
+            CODE,
+            "sandbox templates are not implemented by Berth",
+        );
+    }
+    for key in r.resource_requests.iter().flat_map(BTreeMap::keys) {
+        c.push(
+            map_field("resourceRequests", key),
+            CODE,
+            "Berth sets limits only; use resourceLimits",
+        );
+    }
+    if r.lifecycle.is_some() {
+        c.push(
+            "lifecycle",
+            CODE,
+            "lifecycle hooks are not implemented by Berth",
+        );
+    }
+}
+
+fn check_volumes(
+    c: &mut Collector,
+    volumes: Vec<wire::Volume>,
+    policy: &StoragePolicy,
+) -> Vec<Volume> {
+    if volumes.len() > MAX_VOLUMES {
+        c.push(
+            "volumes",
+            ErrorCode::SandboxInvalidParameter,
+            format!("at most {MAX_VOLUMES} volumes (got {})", volumes.len()),
+        );
+        return Vec::new();
+    }
+    let mut names: HashMap<String, usize> = HashMap::new();
+    let mut mount_paths: HashMap<String, usize> = HashMap::new();
+    let mut out = Vec::with_capacity(volumes.len());
+    for (i, volume) in volumes.into_iter().enumerate() {
+        let field = |name: &str| format!("volumes[{i}].{name}");
+
+        let name = c.check(|| field("name"), VolumeName::new(&volume.name));
+        if let Some(first) = names.insert(volume.name.clone(), i) {
+            names.insert(volume.name.clone(), first);
+            c.push(
+                field("name"),
+                ErrorCode::VolumeDuplicateName,
+                format!(
+                    "{} is already the name of volumes[{first}]",
+                    quoted(&volume.name)
+                ),
+            );
+        }
+
+        let mount_path = c.check(|| field("mountPath"), MountPath::new(&volume.mount_path));
+        if let Some(path) = &mount_path
+            && let Some(reason) = path.reserved_reason()
+        {
+            c.push(
+                field("mountPath"),
+                ErrorCode::VolumeReservedMountPath,
+                reason,
+            );
+        }
+        // Compared by lexical key, so `/data` and `/data/` (refused above as well) are reported
+        // as the duplicates they are.
+        let key = lexical_key(&volume.mount_path);
+        if let Some(first) = mount_paths.get(&key) {
+            c.push(
+                field("mountPath"),
+                ErrorCode::VolumeDuplicateMountPath,
+                format!(
+                    "{} is the mount path of volumes[{first}] too",
+                    quoted(&volume.mount_path)
+                ),
+            );
+        } else {
+            mount_paths.insert(key, i);
+        }
+
+        let sub_path = match volume.sub_path.as_deref() {
+            // An empty subPath means the backend's root, as in Kubernetes.
+            None | Some("") => Some(None),
+            Some(s) => c.check(|| field("subPath"), SubPath::new(s)).map(Some),
+        };
+
+        let source = check_backend(c, &volume, i, policy);
+
+        if let (Some(name), Some(source), Some(mount_path), Some(sub_path)) =
+            (name, source, mount_path, sub_path)
+        {
+            out.push(Volume {
+                name,
+                source,
+                mount_path,
+                sub_path,
+                read_only: volume.read_only,
+            });
+        }
+    }
+    out
+}
+
+fn check_backend(
+    c: &mut Collector,
+    volume: &wire::Volume,
+    i: usize,
+    policy: &StoragePolicy,
+) -> Option<VolumeSource> {
+    let field = |name: &str| format!("volumes[{i}].{name}");
+    let given: Vec<&str> = [
+        ("host", volume.host.is_some()),
+        ("pvc", volume.pvc.is_some()),
+        ("ossfs", volume.ossfs.is_some()),
+        ("nfs", volume.nfs.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(name, set)| set.then_some(name))
+    .collect();
+    if given.len() != 1 {
+        let problem = if given.is_empty() {
+            "names no backend".to_owned()
+        } else {
+            format!("names {} backends ({})", given.len(), given.join(", "))
+        };
+        c.push(
+            format!("volumes[{i}]"),
+            ErrorCode::VolumeInvalidBackend,
+            format!("{problem}; set exactly one of host, pvc, ossfs, nfs"),
+        );
+        return None;
+    }
+    if let Some(host) = &volume.host {
+        let path = c.check(|| field("host.path"), HostPath::new(&host.path))?;
+        if policy.allowed_host_roots.is_empty() {
+            c.push(
+                field("host.path"),
+                ErrorCode::VolumeHostPathNotAllowed,
+                "host volumes are disabled on this server: storage.allowed_host_paths is empty",
+            );
+            return None;
+        }
+        if !policy
+            .allowed_host_roots
+            .iter()
+            .any(|root| path.is_within(root))
+        {
+            let roots: Vec<&str> = policy
+                .allowed_host_roots
+                .iter()
+                .map(HostPath::as_str)
+                .collect();
+            c.push(
+                field("host.path"),
+                ErrorCode::VolumeHostPathNotAllowed,
+                format!(
+                    "{} is not under an allowed root (storage.allowed_host_paths: {})",
+                    quoted(path.as_str()),
+                    roots.join(", ")
+                ),
+            );
+            return None;
+        }
+        return Some(VolumeSource::Host { path });
+    }
+    if let Some(pvc) = &volume.pvc {
+        let claim_name = c.check(|| field("pvc.claimName"), ClaimName::new(&pvc.claim_name));
+        let storage_class = match &pvc.storage_class {
+            None => Some(None),
+            Some(s) => c
+                .check(|| field("pvc.storageClass"), StorageClassName::new(s))
+                .map(Some),
+        };
+        let storage = match &pvc.storage {
+            None => Some(None),
+            Some(s) => c
+                .check(
+                    || field("pvc.storage"),
+                    ByteQuantity::new(s, "storage", ErrorCode::VolumeInvalidPvcStorage),
+                )
+                .map(Some),
+        };
+        let mut access_modes = Vec::new();
+        let mut modes_ok = true;
+        for (j, mode) in pvc.access_modes.iter().flatten().enumerate() {
+            let f = || field(&format!("pvc.accessModes[{j}]"));
+            match c.check(f, AccessMode::new(mode)) {
+                Some(m) if access_modes.contains(&m) => {
+                    c.push(
+                        f(),
+                        ErrorCode::VolumeInvalidPvcAccessMode,
+                        format!("{} is listed twice", m.as_str()),
+                    );
+                    modes_ok = false;
+                }
+                Some(m) => access_modes.push(m),
+                None => modes_ok = false,
+            }
+        }
+        return match (claim_name, storage_class, storage, modes_ok) {
+            (Some(claim_name), Some(storage_class), Some(storage), true) => {
+                Some(VolumeSource::Pvc(PvcSource {
+                    claim_name,
+                    create_if_not_exists: pvc.create_if_not_exists,
+                    delete_on_sandbox_termination: pvc.delete_on_sandbox_termination,
+                    storage_class,
+                    storage,
+                    access_modes,
+                }))
+            }
+            _ => None,
+        };
+    }
+    if let Some(oss) = &volume.ossfs {
+        let bucket = c.check(|| field("ossfs.bucket"), OssBucket::new(&oss.bucket));
+        let endpoint = c.check(|| field("ossfs.endpoint"), OssEndpoint::new(&oss.endpoint));
+        let version = match &oss.version {
+            None => Some(OssfsVersion::default()),
+            Some(v) => c.check(|| field("ossfs.version"), OssfsVersion::new(v)),
+        };
+        let options = check_options(
+            c,
+            oss.options.as_deref(),
+            &|j| field(&format!("ossfs.options[{j}]")),
+            MountOption::ossfs,
+        );
+        let credentials = c.check(
+            || field("ossfs"),
+            OssCredentials::new(&oss.access_key_id, &oss.access_key_secret),
+        );
+        return match (bucket, endpoint, version, options, credentials) {
+            (Some(bucket), Some(endpoint), Some(version), Some(options), Some(credentials)) => {
+                Some(VolumeSource::Ossfs(OssfsSource {
+                    bucket,
+                    endpoint,
+                    version,
+                    options,
+                    credentials,
+                }))
+            }
+            _ => None,
+        };
+    }
+    let nfs = volume.nfs.as_ref()?;
+    let server = c.check(|| field("nfs.server"), NfsServer::new(&nfs.server));
+    let path = c.check(|| field("nfs.path"), NfsExportPath::new(&nfs.path));
+    let options = check_options(
+        c,
+        nfs.options.as_deref(),
+        &|j| field(&format!("nfs.options[{j}]")),
+        MountOption::nfs,
+    );
+    match (server, path, options) {
+        (Some(server), Some(path), Some(options)) => Some(VolumeSource::Nfs(NfsSource {
+            server,
+            path,
+            options,
+        })),
+        _ => None,
+    }
+}
+
+fn check_options(
+    c: &mut Collector,
+    options: Option<&[String]>,
+    field: &dyn Fn(usize) -> String,
+    parse: fn(&str) -> Result<MountOption, InvalidValue>,
+) -> Option<Vec<MountOption>> {
+    let mut out = Vec::new();
+    let mut ok = true;
+    for (j, option) in options.unwrap_or_default().iter().enumerate() {
+        match c.check(|| field(j), parse(option)) {
+            Some(o) => out.push(o),
+            None => ok = false,
+        }
+    }
+    ok.then_some(out)
+}
+
+impl From<&SandboxSpec> for wire::CreateSandboxRequest {
+    /// The canonical request for a spec: defaults spelled out, empty subPaths omitted.
+    fn from(spec: &SandboxSpec) -> Self {
+        let mut limits = BTreeMap::new();
+        if let Some(cpu) = spec.resources.cpu {
+            limits.insert("cpu".to_owned(), cpu.to_quantity_string());
+        }
+        if let Some(memory) = spec.resources.memory {
+            limits.insert("memory".to_owned(), memory.to_quantity_string());
+        }
+        let options = |o: &[MountOption]| {
+            (!o.is_empty()).then(|| o.iter().map(ToString::to_string).collect())
+        };
+        let volumes = spec
+            .volumes
+            .iter()
+            .map(|v| {
+                let mut w = wire::Volume {
+                    name: v.name.to_string(),
+                    host: None,
+                    pvc: None,
+                    ossfs: None,
+                    nfs: None,
+                    mount_path: v.mount_path.to_string(),
+                    read_only: v.read_only,
+                    sub_path: v.sub_path.as_ref().map(ToString::to_string),
+                };
+                match &v.source {
+                    VolumeSource::Host { path } => {
+                        w.host = Some(wire::HostBackend {
+                            path: path.to_string(),
+                        })
+                    }
+                    VolumeSource::Pvc(p) => {
+                        w.pvc = Some(wire::PvcBackend {
+                            claim_name: p.claim_name.to_string(),
+                            create_if_not_exists: p.create_if_not_exists,
+                            delete_on_sandbox_termination: p.delete_on_sandbox_termination,
+                            storage_class: p.storage_class.as_ref().map(ToString::to_string),
+                            storage: p.storage.map(ByteQuantity::to_quantity_string),
+                            access_modes: (!p.access_modes.is_empty()).then(|| {
+                                p.access_modes
+                                    .iter()
+                                    .map(|m| m.as_str().to_owned())
+                                    .collect()
+                            }),
+                        });
+                    }
+                    VolumeSource::Ossfs(o) => {
+                        w.ossfs = Some(wire::OssfsBackend {
+                            bucket: o.bucket.to_string(),
+                            endpoint: o.endpoint.to_string(),
+                            version: Some(o.version.as_str().to_owned()),
+                            options: options(&o.options),
+                            access_key_id: o.credentials.access_key_id().to_owned(),
+                            access_key_secret: o.credentials.access_key_secret().to_owned(),
+                        });
+                    }
+                    VolumeSource::Nfs(n) => {
+                        w.nfs = Some(wire::NfsBackend {
+                            server: n.server.to_string(),
+                            path: n.path.as_str().to_owned(),
+                            options: options(&n.options),
+                        });
+                    }
+                }
+                w
+            })
+            .collect::<Vec<_>>();
+        wire::CreateSandboxRequest {
+            image: Some(wire::ImageSpec {
+                uri: spec.image.uri.clone(),
+                auth: spec.image.auth.as_ref().map(|a| wire::ImageAuth {
+                    username: Some(a.username.clone()),
+                    password: Some(a.password.clone()),
+                }),
+            }),
+            platform: spec.platform,
+            timeout: spec.timeout_seconds.and_then(|t| i64::try_from(t).ok()),
+            resource_limits: Some(limits),
+            env: (!spec.env.is_empty()).then(|| {
+                spec.env
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .collect()
+            }),
+            metadata: (!spec.metadata.is_empty()).then(|| {
+                spec.metadata
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect()
+            }),
+            entrypoint: Some(spec.entrypoint.argv().to_vec()),
+            volumes: (!volumes.is_empty()).then_some(volumes),
+            ..Default::default()
+        }
+    }
+}
+
+impl MetadataPatch {
+    /// Validates a merge patch: every key and every non-null value, all at once.
+    pub fn from_request(patch: &wire::PatchSandboxMetadataRequest) -> Result<Self, Violations> {
+        let mut c = Collector::default();
+        if patch.0.len() > MAX_METADATA_ENTRIES * 2 {
+            c.push(
+                "metadata",
+                ErrorCode::SandboxInvalidParameter,
+                format!(
+                    "a patch may name at most {} keys (got {})",
+                    MAX_METADATA_ENTRIES * 2,
+                    patch.0.len()
+                ),
+            );
+            return Err(Violations(c.0));
+        }
+        let mut out = BTreeMap::new();
+        for (key, value) in &patch.0 {
+            let field = || map_field("metadata", key);
+            let k = c.check(field, MetadataKey::new(key));
+            let v = match value {
+                None => Some(None),
+                Some(v) => c.check(field, MetadataValue::new(v)).map(Some),
+            };
+            if let (Some(k), Some(v)) = (k, v) {
+                out.insert(k, v);
+            }
+        }
+        Violations::from_vec(c.0).map_or(Ok(MetadataPatch(out)), Err)
+    }
+
+    /// Applies the patch if the result keeps within [`MAX_METADATA_ENTRIES`]; otherwise leaves
+    /// `metadata` unchanged (all-or-nothing).
+    pub fn apply_checked(&self, metadata: &mut Metadata) -> Result<(), Violations> {
+        let mut patched = metadata.clone();
+        self.apply_to(&mut patched);
+        if patched.len() > MAX_METADATA_ENTRIES {
+            return Err(Violations::one(Violation::new(
+                "metadata",
+                ErrorCode::SandboxInvalidParameter,
+                format!(
+                    "the patch would leave {} entries; at most {MAX_METADATA_ENTRIES} are allowed",
+                    patched.len()
+                ),
+            )));
+        }
+        *metadata = patched;
+        Ok(())
+    }
+}
+
+/// Checks a renewal's new expiry: in the future, and within the policy's maximum timeout.
+pub fn check_renewal(
+    requested: DateTime<Utc>,
+    now: DateTime<Utc>,
+    policy: &StoragePolicy,
+) -> Result<(), Violations> {
+    const CODE: ErrorCode = ErrorCode::SandboxInvalidExpiration;
+    if requested <= now {
+        return Err(Violations::one(Violation::new(
+            "expiresAt",
+            CODE,
+            format!(
+                "must be in the future (it is {}, now is {})",
+                requested.to_rfc3339(),
+                now.to_rfc3339()
+            ),
+        )));
+    }
+    if let Some(max) = policy.max_timeout_seconds
+        && (requested - now).num_seconds() > i64::try_from(max).unwrap_or(i64::MAX)
+    {
+        return Err(Violations::one(Violation::new(
+            "expiresAt",
+            CODE,
+            format!("may be at most {max} seconds ahead (server.max_sandbox_timeout_seconds)"),
+        )));
+    }
+    Ok(())
+}
+
+/// Checks an endpoint port: 1..=65535.
+pub fn check_port(port: i64) -> Result<u16, Violations> {
+    u16::try_from(port).ok().filter(|p| *p != 0).ok_or_else(|| {
+        Violations::one(Violation::new(
+            "port",
+            ErrorCode::SandboxInvalidPort,
+            format!("must be 1..65535 (got {port})"),
+        ))
+    })
+}
