@@ -720,11 +720,11 @@ impl From<&SandboxSpec> for wire::CreateSandboxRequest {
     /// The canonical request for a spec: defaults spelled out, empty subPaths omitted.
     fn from(spec: &SandboxSpec) -> Self {
         let mut limits = BTreeMap::new();
-        if let Some(cpu) = spec.resources.cpu {
-            limits.insert("cpu".to_owned(), cpu.to_quantity_string());
+        if let Some(cpu) = &spec.resources.cpu {
+            limits.insert("cpu".to_owned(), cpu.as_str().to_owned());
         }
-        if let Some(memory) = spec.resources.memory {
-            limits.insert("memory".to_owned(), memory.to_quantity_string());
+        if let Some(memory) = &spec.resources.memory {
+            limits.insert("memory".to_owned(), memory.as_str().to_owned());
         }
         let options = |o: &[MountOption]| {
             (!o.is_empty()).then(|| o.iter().map(ToString::to_string).collect())
@@ -755,7 +755,7 @@ impl From<&SandboxSpec> for wire::CreateSandboxRequest {
                             create_if_not_exists: p.create_if_not_exists,
                             delete_on_sandbox_termination: p.delete_on_sandbox_termination,
                             storage_class: p.storage_class.as_ref().map(ToString::to_string),
-                            storage: p.storage.map(ByteQuantity::to_quantity_string),
+                            storage: p.storage.as_ref().map(|s| s.as_str().to_owned()),
                             access_modes: (!p.access_modes.is_empty()).then(|| {
                                 p.access_modes
                                     .iter()

@@ -130,7 +130,7 @@ impl Entrypoint {
 }
 
 /// Resource limits. Absent values mean "no limit from the request".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ResourceLimits {
     /// CPU limit.
     pub cpu: Option<CpuLimit>,

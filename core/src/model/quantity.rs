@@ -160,9 +160,13 @@ fn grammar_error(field: &str, s: &str, error: QuantityError, example: &str) -> I
     )
 }
 
-/// A CPU limit in whole millicores (`500m` = 500, `2` = 2000), greater than zero.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct CpuLimit(u64);
+/// A CPU limit in whole millicores (`500m` = 500, `2` = 2000), greater than zero, with the
+/// spelling the user gave (so it is echoed and rendered as written).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CpuLimit {
+    millicores: u64,
+    spelling: String,
+}
 
 impl CpuLimit {
     /// Parses a CPU quantity.
@@ -173,7 +177,10 @@ impl CpuLimit {
                 ErrorCode::SandboxInvalidParameter,
                 format!("cpu {} must be greater than zero", quoted(s)),
             )),
-            Ok(Some(millis)) => Ok(Self(millis)),
+            Ok(Some(millicores)) => Ok(Self {
+                millicores,
+                spelling: s.to_owned(),
+            }),
             Ok(None) => Err(InvalidValue::new(
                 ErrorCode::SandboxInvalidParameter,
                 format!("cpu {} is finer than one millicore (1m)", quoted(s)),
@@ -183,28 +190,28 @@ impl CpuLimit {
     }
 
     /// Whole millicores.
-    pub fn millicores(self) -> u64 {
-        self.0
+    pub fn millicores(&self) -> u64 {
+        self.millicores
     }
 
     /// Nano-CPUs, as Docker's `NanoCpus` wants them.
-    pub fn nano_cpus(self) -> u64 {
-        self.0.saturating_mul(1_000_000)
+    pub fn nano_cpus(&self) -> u64 {
+        self.millicores.saturating_mul(1_000_000)
     }
 
-    /// The canonical spelling (`500m`, `2`).
-    pub fn to_quantity_string(self) -> String {
-        if self.0 % 1000 == 0 {
-            (self.0 / 1000).to_string()
-        } else {
-            format!("{}m", self.0)
-        }
+    /// The quantity as the user spelled it.
+    pub fn as_str(&self) -> &str {
+        &self.spelling
     }
 }
 
-/// A byte count (memory limit, claim size), whole and greater than zero.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ByteQuantity(u64);
+/// A byte count (memory limit, claim size), whole and greater than zero, with the spelling the
+/// user gave.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ByteQuantity {
+    bytes: u64,
+    spelling: String,
+}
 
 impl ByteQuantity {
     /// Parses a byte quantity for the field named `field` (used in messages), reporting `code`.
@@ -220,7 +227,10 @@ impl ByteQuantity {
                 code,
                 format!("{field} {} must be greater than zero", quoted(s)),
             )),
-            Ok(Some(bytes)) => Ok(Self(bytes)),
+            Ok(Some(bytes)) => Ok(Self {
+                bytes,
+                spelling: s.to_owned(),
+            }),
             Ok(None) if q.multiplier == Multiplier::Decimal(-3) => {
                 let number = s.trim_end_matches('m');
                 Err(InvalidValue::new(
@@ -240,23 +250,13 @@ impl ByteQuantity {
     }
 
     /// The number of bytes.
-    pub fn bytes(self) -> u64 {
-        self.0
+    pub fn bytes(&self) -> u64 {
+        self.bytes
     }
 
-    /// The canonical spelling: the largest exact binary suffix, else plain bytes.
-    pub fn to_quantity_string(self) -> String {
-        const SUFFIXES: [&str; 6] = ["Ki", "Mi", "Gi", "Ti", "Pi", "Ei"];
-        let (mut value, mut suffix) = (self.0, "");
-        for s in SUFFIXES {
-            if value % 1024 == 0 && value != 0 {
-                value /= 1024;
-                suffix = s;
-            } else {
-                break;
-            }
-        }
-        format!("{value}{suffix}")
+    /// The quantity as the user spelled it.
+    pub fn as_str(&self) -> &str {
+        &self.spelling
     }
 }
 
@@ -284,11 +284,7 @@ mod tests {
             ("1500m", 1500),
         ];
         for (s, millis) in cases {
-            assert_eq!(
-                CpuLimit::new(s).map(CpuLimit::millicores),
-                Ok(millis),
-                "{s}"
-            );
+            assert_eq!(CpuLimit::new(s).map(|c| c.millicores()), Ok(millis), "{s}");
         }
         for bad in [
             "", "m", "1.2.3", "-1", "0", "0m", "0.0001", "1 ", " 1", "1u", "1Ki5", "1e", "1e+",
@@ -296,11 +292,8 @@ mod tests {
         ] {
             assert!(CpuLimit::new(bad).is_err(), "{bad} was accepted");
         }
-        assert_eq!(
-            CpuLimit::new("1500m").unwrap().to_quantity_string(),
-            "1500m"
-        );
-        assert_eq!(CpuLimit::new("2").unwrap().to_quantity_string(), "2");
+        assert_eq!(CpuLimit::new("0.5").unwrap().as_str(), "0.5");
+        assert_eq!(CpuLimit::new("2").unwrap().nano_cpus(), 2_000_000_000);
     }
 
     #[test]
@@ -318,20 +311,14 @@ mod tests {
             ("8000m", 8),
         ];
         for (s, bytes) in cases {
-            assert_eq!(memory_limit(s).map(ByteQuantity::bytes), Ok(bytes), "{s}");
+            assert_eq!(memory_limit(s).map(|b| b.bytes()), Ok(bytes), "{s}");
         }
         for bad in ["512m", "0", "0.5", "-1Gi", "1Zi", "16Ei", "1e-1", "Mi"] {
             assert!(memory_limit(bad).is_err(), "{bad} was accepted");
         }
         let err = memory_limit("512m").unwrap_err();
         assert!(err.reason.contains("512Mi"), "{}", err.reason);
-        assert_eq!(
-            ByteQuantity::new("1536Mi", "s", ErrorCode::VolumeInvalidPvcStorage)
-                .unwrap()
-                .to_quantity_string(),
-            "1536Mi"
-        );
-        assert_eq!(memory_limit("1000").unwrap().to_quantity_string(), "1000");
-        assert_eq!(memory_limit("1Gi").unwrap().to_quantity_string(), "1Gi");
+        let storage = ByteQuantity::new("1536Mi", "s", ErrorCode::VolumeInvalidPvcStorage).unwrap();
+        assert_eq!((storage.bytes(), storage.as_str()), (1536 << 20, "1536Mi"));
     }
 }
