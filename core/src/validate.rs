@@ -4,7 +4,8 @@
 //! Validation is pure and runs once, before any runtime sees the request. Rules that need the
 //! filesystem or the engine (symlinks, missing claims, images) are the runtimes'.
 
-use std::collections::{BTreeMap, HashMap};
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::fmt;
 
 use chrono::{DateTime, Utc};
@@ -124,6 +125,15 @@ struct Collector(Vec<Violation>);
 impl Collector {
     fn push(&mut self, field: impl Into<String>, code: ErrorCode, message: impl Into<String>) {
         self.0.push(Violation::new(field, code, message));
+    }
+
+    /// Keeps `Ok` values of an owned-string constructor, records `Err` ones under `field`.
+    fn take<T>(
+        &mut self,
+        field: impl FnOnce() -> String,
+        result: Result<T, (InvalidValue, String)>,
+    ) -> Option<T> {
+        self.check(field, result.map_err(|(e, _)| e))
     }
 
     /// Keeps `Ok` values, records `Err` ones under `field`.
@@ -361,18 +371,19 @@ fn check_env(c: &mut Collector, env: BTreeMap<String, String>) -> BTreeMap<EnvNa
     }
     let mut out = BTreeMap::new();
     for (key, value) in env {
-        let field = || map_field("env", &key);
-        let name = c.check(field, EnvName::new(&key));
         if value.contains('\0') {
             c.push(
-                field(),
+                map_field("env", &key),
                 ErrorCode::SandboxInvalidParameter,
                 "the value must not contain NUL",
             );
             continue;
         }
-        if let Some(name) = name {
-            out.insert(name, value);
+        match EnvName::from_string(key) {
+            Ok(name) => {
+                out.insert(name, value);
+            }
+            Err((e, key)) => c.push(map_field("env", &key), e.code, e.reason),
         }
     }
     out
@@ -392,9 +403,23 @@ fn check_metadata(c: &mut Collector, metadata: BTreeMap<String, String>) -> Meta
     }
     let mut out = Metadata::new();
     for (key, value) in metadata {
-        let field = || map_field("metadata", &key);
-        let k = c.check(field, MetadataKey::new(&key));
-        let v = c.check(field, MetadataValue::new(&value));
+        let (k, key) = match MetadataKey::from_string(key) {
+            Ok(k) => (Some(k), None),
+            Err((e, key)) => {
+                c.push(map_field("metadata", &key), e.code, e.reason);
+                (None, Some(key))
+            }
+        };
+        let v = match MetadataValue::from_string(value) {
+            Ok(v) => Some(v),
+            Err((e, _)) => {
+                let key = k
+                    .as_ref()
+                    .map_or_else(|| key.unwrap_or_default(), |k| k.to_string());
+                c.push(map_field("metadata", &key), e.code, e.reason);
+                None
+            }
+        };
         if let (Some(k), Some(v)) = (k, v) {
             out.insert(k, v);
         }
@@ -472,58 +497,91 @@ fn check_volumes(
         );
         return Vec::new();
     }
-    let mut names: HashMap<String, usize> = HashMap::new();
-    let mut mount_paths: HashMap<String, usize> = HashMap::new();
+    // Duplicates first, while the volumes can still be borrowed; at most 64 of them, so a
+    // linear scan beats hashing. Mount paths compare by lexical key, so `/data` and `/data/`
+    // (also refused as not normal) are reported as the duplicates they are.
+    let first_with_name: Vec<Option<usize>> = volumes
+        .iter()
+        .enumerate()
+        .map(|(i, v)| volumes[..i].iter().position(|w| w.name == v.name))
+        .collect();
+    let keys: Vec<Cow<'_, str>> = volumes.iter().map(|v| lexical_key(&v.mount_path)).collect();
+    let first_with_mount_path: Vec<Option<usize>> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| keys[..i].iter().position(|other| other == k))
+        .collect();
+    drop(keys);
+
     let mut out = Vec::with_capacity(volumes.len());
     for (i, volume) in volumes.into_iter().enumerate() {
         let field = |name: &str| format!("volumes[{i}].{name}");
+        let wire::Volume {
+            name,
+            host,
+            pvc,
+            ossfs,
+            nfs,
+            mount_path,
+            read_only,
+            sub_path,
+        } = volume;
 
-        let name = c.check(|| field("name"), VolumeName::new(&volume.name));
-        if let Some(first) = names.insert(volume.name.clone(), i) {
-            names.insert(volume.name.clone(), first);
+        let name = match VolumeName::from_string(name) {
+            Ok(n) => Some(n),
+            Err((e, _)) => {
+                c.push(field("name"), e.code, e.reason);
+                None
+            }
+        };
+        if let Some(first) = first_with_name[i] {
             c.push(
                 field("name"),
                 ErrorCode::VolumeDuplicateName,
-                format!(
-                    "{} is already the name of volumes[{first}]",
-                    quoted(&volume.name)
-                ),
+                format!("the name of volumes[{first}] is used again"),
             );
         }
 
-        let mount_path = c.check(|| field("mountPath"), MountPath::new(&volume.mount_path));
-        if let Some(path) = &mount_path
-            && let Some(reason) = path.reserved_reason()
-        {
-            c.push(
-                field("mountPath"),
-                ErrorCode::VolumeReservedMountPath,
-                reason,
-            );
-        }
-        // Compared by lexical key, so `/data` and `/data/` (refused above as well) are reported
-        // as the duplicates they are.
-        let key = lexical_key(&volume.mount_path);
-        if let Some(first) = mount_paths.get(&key) {
+        let mount_path = match MountPath::from_string(mount_path) {
+            Ok(path) => {
+                if let Some(reason) = path.reserved_reason() {
+                    c.push(
+                        field("mountPath"),
+                        ErrorCode::VolumeReservedMountPath,
+                        reason,
+                    );
+                }
+                Some(path)
+            }
+            Err((e, _)) => {
+                c.push(field("mountPath"), e.code, e.reason);
+                None
+            }
+        };
+        if let Some(first) = first_with_mount_path[i] {
             c.push(
                 field("mountPath"),
                 ErrorCode::VolumeDuplicateMountPath,
-                format!(
-                    "{} is the mount path of volumes[{first}] too",
-                    quoted(&volume.mount_path)
-                ),
+                format!("volumes[{first}] mounts at the same path"),
             );
-        } else {
-            mount_paths.insert(key, i);
         }
 
-        let sub_path = match volume.sub_path.as_deref() {
+        let sub_path = match sub_path {
             // An empty subPath means the backend's root, as in Kubernetes.
-            None | Some("") => Some(None),
-            Some(s) => c.check(|| field("subPath"), SubPath::new(s)).map(Some),
+            None => Some(None),
+            Some(s) if s.is_empty() => Some(None),
+            Some(s) => c
+                .take(|| field("subPath"), SubPath::from_string(s))
+                .map(Some),
         };
 
-        let source = check_backend(c, &volume, i, policy);
+        let backends = Backends {
+            host,
+            pvc,
+            ossfs,
+            nfs,
+        };
+        let source = check_backend(c, backends, i, policy);
 
         if let (Some(name), Some(source), Some(mount_path), Some(sub_path)) =
             (name, source, mount_path, sub_path)
@@ -533,30 +591,40 @@ fn check_volumes(
                 source,
                 mount_path,
                 sub_path,
-                read_only: volume.read_only,
+                read_only,
             });
         }
     }
     out
 }
 
+/// The backend fields of one wire volume, moved out of it.
+struct Backends {
+    host: Option<wire::HostBackend>,
+    pvc: Option<wire::PvcBackend>,
+    ossfs: Option<wire::OssfsBackend>,
+    nfs: Option<wire::NfsBackend>,
+}
+
 fn check_backend(
     c: &mut Collector,
-    volume: &wire::Volume,
+    backends: Backends,
     i: usize,
     policy: &StoragePolicy,
 ) -> Option<VolumeSource> {
     let field = |name: &str| format!("volumes[{i}].{name}");
-    let given: Vec<&str> = [
-        ("host", volume.host.is_some()),
-        ("pvc", volume.pvc.is_some()),
-        ("ossfs", volume.ossfs.is_some()),
-        ("nfs", volume.nfs.is_some()),
-    ]
-    .into_iter()
-    .filter_map(|(name, set)| set.then_some(name))
-    .collect();
-    if given.len() != 1 {
+    let set = [
+        ("host", backends.host.is_some()),
+        ("pvc", backends.pvc.is_some()),
+        ("ossfs", backends.ossfs.is_some()),
+        ("nfs", backends.nfs.is_some()),
+    ];
+    if set.iter().filter(|(_, is_set)| *is_set).count() != 1 {
+        let given: Vec<&str> = set
+            .iter()
+            .filter(|(_, is_set)| *is_set)
+            .map(|(name, _)| *name)
+            .collect();
         let problem = if given.is_empty() {
             "names no backend".to_owned()
         } else {
@@ -569,8 +637,8 @@ fn check_backend(
         );
         return None;
     }
-    if let Some(host) = &volume.host {
-        let path = c.check(|| field("host.path"), HostPath::new(&host.path))?;
+    if let Some(host) = backends.host {
+        let path = c.take(|| field("host.path"), HostPath::from_string(host.path))?;
         if policy.allowed_host_roots.is_empty() {
             c.push(
                 field("host.path"),
@@ -602,12 +670,18 @@ fn check_backend(
         }
         return Some(VolumeSource::Host { path });
     }
-    if let Some(pvc) = &volume.pvc {
-        let claim_name = c.check(|| field("pvc.claimName"), ClaimName::new(&pvc.claim_name));
-        let storage_class = match &pvc.storage_class {
+    if let Some(pvc) = backends.pvc {
+        let claim_name = c.take(
+            || field("pvc.claimName"),
+            ClaimName::from_string(pvc.claim_name),
+        );
+        let storage_class = match pvc.storage_class {
             None => Some(None),
             Some(s) => c
-                .check(|| field("pvc.storageClass"), StorageClassName::new(s))
+                .take(
+                    || field("pvc.storageClass"),
+                    StorageClassName::from_string(s),
+                )
                 .map(Some),
         };
         let storage = match &pvc.storage {
@@ -650,9 +724,12 @@ fn check_backend(
             _ => None,
         };
     }
-    if let Some(oss) = &volume.ossfs {
-        let bucket = c.check(|| field("ossfs.bucket"), OssBucket::new(&oss.bucket));
-        let endpoint = c.check(|| field("ossfs.endpoint"), OssEndpoint::new(&oss.endpoint));
+    if let Some(oss) = backends.ossfs {
+        let bucket = c.take(|| field("ossfs.bucket"), OssBucket::from_string(oss.bucket));
+        let endpoint = c.take(
+            || field("ossfs.endpoint"),
+            OssEndpoint::from_string(oss.endpoint),
+        );
         let version = match &oss.version {
             None => Some(OssfsVersion::default()),
             Some(v) => c.check(|| field("ossfs.version"), OssfsVersion::new(v)),
@@ -665,7 +742,7 @@ fn check_backend(
         );
         let credentials = c.check(
             || field("ossfs"),
-            OssCredentials::new(&oss.access_key_id, &oss.access_key_secret),
+            OssCredentials::from_strings(oss.access_key_id, oss.access_key_secret),
         );
         return match (bucket, endpoint, version, options, credentials) {
             (Some(bucket), Some(endpoint), Some(version), Some(options), Some(credentials)) => {
@@ -680,9 +757,9 @@ fn check_backend(
             _ => None,
         };
     }
-    let nfs = volume.nfs.as_ref()?;
-    let server = c.check(|| field("nfs.server"), NfsServer::new(&nfs.server));
-    let path = c.check(|| field("nfs.path"), NfsExportPath::new(&nfs.path));
+    let nfs = backends.nfs?;
+    let server = c.take(|| field("nfs.server"), NfsServer::from_string(nfs.server));
+    let path = c.take(|| field("nfs.path"), NfsExportPath::from_string(nfs.path));
     let options = check_options(
         c,
         nfs.options.as_deref(),

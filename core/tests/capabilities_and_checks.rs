@@ -1,6 +1,8 @@
 //! The checks outside request validation: a spec against a runtime's capabilities, renewal
 //! times, endpoint ports, metadata patches, runtime error bodies.
 
+#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+
 mod common;
 
 use berth_core::ErrorCode;

@@ -1,6 +1,8 @@
 //! The in-memory runtime passes the conformance suite, and its failure switches produce the
 //! runtime error codes the API maps.
 
+#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+
 use std::sync::Arc;
 
 use berth_core::ErrorCode;

@@ -5,6 +5,8 @@
 //! The oracles here are written separately from the validator: they resolve paths by splitting
 //! into components, never by calling the code under test.
 
+#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+
 mod common;
 
 use berth_core::model::{HostPath, MountPath, SandboxSpec, SubPath};

@@ -2,6 +2,8 @@
 //! the exact violations (field path and code) it must produce. A further table lists requests
 //! that sit right next to a rule and must be accepted.
 
+#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+
 mod common;
 
 use berth_core::ErrorCode::{self, *};

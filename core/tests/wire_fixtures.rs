@@ -2,6 +2,8 @@
 //! what the official SDK sends): they deserialize, round-trip, validate as expected, and unknown
 //! fields are refused at every level. Responses are checked for the spec's field names.
 
+#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+
 mod common;
 
 use std::collections::BTreeMap;

@@ -32,9 +32,10 @@ impl fmt::Display for InvalidValue {
 
 impl std::error::Error for InvalidValue {}
 
-/// Declares a string newtype whose only constructor is a validating `new`, with the accessors
-/// every such type needs. Keeping the inner field private is what makes invalid values
-/// unrepresentable.
+/// Declares a string newtype whose only constructors apply the type's `check` rule, with the
+/// accessors every such type needs. Keeping the inner field private is what makes invalid values
+/// unrepresentable. `from_string` validates an owned string without copying it, so converting a
+/// request moves its strings instead of duplicating them.
 macro_rules! validated_string {
     ($(#[$meta:meta])* $name:ident) => {
         $(#[$meta])*
@@ -42,6 +43,20 @@ macro_rules! validated_string {
         pub struct $name(String);
 
         impl $name {
+            /// Validates a string.
+            pub fn new(s: &str) -> Result<Self, $crate::model::InvalidValue> {
+                Self::check(s)?;
+                Ok(Self(s.to_owned()))
+            }
+
+            /// Validates an owned string without copying it; on failure hands it back.
+            pub fn from_string(s: String) -> Result<Self, ($crate::model::InvalidValue, String)> {
+                match Self::check(&s) {
+                    Ok(()) => Ok(Self(s)),
+                    Err(e) => Err((e, s)),
+                }
+            }
+
             /// The validated string.
             pub fn as_str(&self) -> &str {
                 &self.0

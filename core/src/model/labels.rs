@@ -30,17 +30,18 @@ validated_string! {
 }
 
 impl MetadataKey {
-    /// Validates a metadata key.
-    pub fn new(s: &str) -> Result<Self, InvalidValue> {
+    /// The rule; `new` and `from_string` apply it.
+    fn check(s: &str) -> Result<(), InvalidValue> {
         const CODE: ErrorCode = ErrorCode::SandboxInvalidMetadataLabel;
         let (prefix, name) = match s.split_once('/') {
             Some((prefix, name)) => (Some(prefix), name),
             None => (None, s),
         };
         if let Some(prefix) = prefix {
-            if prefix == RESERVED_METADATA_DOMAIN
-                || prefix.ends_with(&format!(".{RESERVED_METADATA_DOMAIN}"))
-            {
+            let reserved = prefix
+                .strip_suffix(RESERVED_METADATA_DOMAIN)
+                .is_some_and(|rest| rest.is_empty() || rest.ends_with('.'));
+            if reserved {
                 return Err(InvalidValue::new(
                     CODE,
                     format!(
@@ -68,7 +69,7 @@ impl MetadataKey {
                 ),
             ));
         }
-        Ok(Self(s.to_owned()))
+        Ok(())
     }
 }
 
@@ -78,10 +79,10 @@ validated_string! {
 }
 
 impl MetadataValue {
-    /// Validates a metadata value.
-    pub fn new(s: &str) -> Result<Self, InvalidValue> {
+    /// The rule; `new` and `from_string` apply it.
+    fn check(s: &str) -> Result<(), InvalidValue> {
         if s.is_empty() || (s.len() <= MAX_LABEL_NAME && is_label_token(s)) {
-            Ok(Self(s.to_owned()))
+            Ok(())
         } else {
             Err(InvalidValue::new(
                 ErrorCode::SandboxInvalidMetadataLabel,
@@ -124,13 +125,13 @@ validated_string! {
 }
 
 impl EnvName {
-    /// Validates an environment variable name.
-    pub fn new(s: &str) -> Result<Self, InvalidValue> {
+    /// The rule; `new` and `from_string` apply it.
+    fn check(s: &str) -> Result<(), InvalidValue> {
         let ok = !s.is_empty()
             && s.len() <= 1024
             && s.bytes().all(|c| (0x20..0x7f).contains(&c) && c != b'=');
         if ok {
-            Ok(Self(s.to_owned()))
+            Ok(())
         } else {
             Err(InvalidValue::new(
                 ErrorCode::SandboxInvalidParameter,

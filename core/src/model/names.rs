@@ -25,10 +25,10 @@ validated_string! {
 }
 
 impl VolumeName {
-    /// Validates a volume name.
-    pub fn new(s: &str) -> Result<Self, InvalidValue> {
+    /// The rule; `new` and `from_string` apply it.
+    fn check(s: &str) -> Result<(), InvalidValue> {
         if is_dns_label(s) {
-            Ok(Self(s.to_owned()))
+            Ok(())
         } else {
             Err(InvalidValue::new(
                 ErrorCode::VolumeInvalidName,
@@ -48,10 +48,10 @@ validated_string! {
 }
 
 impl ClaimName {
-    /// Validates a claim name.
-    pub fn new(s: &str) -> Result<Self, InvalidValue> {
+    /// The rule; `new` and `from_string` apply it.
+    fn check(s: &str) -> Result<(), InvalidValue> {
         if s.len() >= 2 && is_dns_subdomain(s) {
-            Ok(Self(s.to_owned()))
+            Ok(())
         } else {
             Err(InvalidValue::new(
                 ErrorCode::VolumeInvalidPvcName,
@@ -70,10 +70,10 @@ validated_string! {
 }
 
 impl StorageClassName {
-    /// Validates a StorageClass name.
-    pub fn new(s: &str) -> Result<Self, InvalidValue> {
+    /// The rule; `new` and `from_string` apply it.
+    fn check(s: &str) -> Result<(), InvalidValue> {
         if is_dns_subdomain(s) {
-            Ok(Self(s.to_owned()))
+            Ok(())
         } else {
             Err(InvalidValue::new(
                 ErrorCode::VolumeInvalidPvcStorageClass,
@@ -93,10 +93,10 @@ validated_string! {
 
 impl SandboxId {
     /// Validates a sandbox id. Ids come from Berth itself; an id a client sends that fails this
-    /// cannot exist, so callers answer it with "not found".
-    pub fn new(s: &str) -> Result<Self, InvalidValue> {
+    /// The rule; `new` and `from_string` apply it.
+    fn check(s: &str) -> Result<(), InvalidValue> {
         if is_dns_label(s) {
-            Ok(Self(s.to_owned()))
+            Ok(())
         } else {
             Err(InvalidValue::new(
                 ErrorCode::SandboxNotFound,

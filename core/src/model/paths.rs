@@ -6,6 +6,8 @@
 //! spellings of one path cannot both be accepted. Nothing here touches a filesystem: symlinks and
 //! file types are the backends' business (DESIGN §4).
 
+use std::borrow::Cow;
+
 use super::invalid::{InvalidValue, quoted, validated_string};
 use crate::error_code::ErrorCode;
 
@@ -25,8 +27,15 @@ const RESERVED_MOUNT_PATHS: &[(&str, &str)] = &[
     ("/opt/opensandbox", "kept for the in-sandbox agent"),
 ];
 
-fn is_control(c: char) -> bool {
-    c.is_control()
+/// Whether `s` holds a control character (C0, DEL or C1), checked on bytes: C1 characters are
+/// the only ones whose UTF-8 form starts with 0xC2 followed by 0x80..=0x9F.
+fn has_control(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.iter().enumerate().any(|(i, &c)| {
+        c < 0x20
+            || c == 0x7f
+            || (c == 0xc2 && b.get(i + 1).is_some_and(|n| (0x80..=0x9f).contains(n)))
+    })
 }
 
 /// Checks the segments of a path without its leading `/`: each non-empty, not `.` or `..`,
@@ -106,7 +115,7 @@ fn check_characters(s: &str, code: ErrorCode, what: &str) -> Result<(), InvalidV
             format!("{what} {} must not contain NUL", quoted(s)),
         ));
     }
-    if s.chars().any(is_control) {
+    if has_control(s) {
         return Err(InvalidValue::new(
             code,
             format!(
@@ -141,8 +150,14 @@ pub fn suggest_normal_form(s: &str) -> Option<String> {
 
 /// A lexical key for comparing absolute paths however they are spelled: empty and `.` segments
 /// dropped, `..` removing the segment before it (never above `/`). Used only to find duplicates
-/// among paths that may be invalid; never used to build a path.
-pub fn lexical_key(s: &str) -> String {
+/// among paths that may be invalid; never used to build a path. An already-normal absolute path
+/// is its own key (borrowed).
+pub fn lexical_key(s: &str) -> Cow<'_, str> {
+    let normal = s == "/"
+        || (s.starts_with('/') && s[1..].split('/').all(|seg| !matches!(seg, "" | "." | "..")));
+    if normal {
+        return Cow::Borrowed(s);
+    }
     let mut parts: Vec<&str> = Vec::new();
     for segment in s.split('/') {
         match segment {
@@ -153,7 +168,7 @@ pub fn lexical_key(s: &str) -> String {
             other => parts.push(other),
         }
     }
-    format!("/{}", parts.join("/"))
+    Cow::Owned(format!("/{}", parts.join("/")))
 }
 
 /// Whether `path` equals `ancestor` or lies below it, comparing whole segments. Both must be
@@ -173,8 +188,8 @@ validated_string! {
 }
 
 impl MountPath {
-    /// Validates a mount path.
-    pub fn new(s: &str) -> Result<Self, InvalidValue> {
+    /// The rule; `new` and `from_string` apply it.
+    fn check(s: &str) -> Result<(), InvalidValue> {
         const CODE: ErrorCode = ErrorCode::VolumeInvalidMountPath;
         check_characters(s, CODE, "mountPath")?;
         let Some(rest) = s.strip_prefix('/') else {
@@ -195,7 +210,7 @@ impl MountPath {
         if !rest.is_empty() {
             check_segments(rest, CODE, "mountPath", s)?;
         }
-        Ok(Self(s.to_owned()))
+        Ok(())
     }
 
     /// Why this mount path is reserved by Berth, if it is: `/` itself, or one of Berth's
@@ -234,8 +249,8 @@ validated_string! {
 }
 
 impl HostPath {
-    /// Validates a host path.
-    pub fn new(s: &str) -> Result<Self, InvalidValue> {
+    /// The rule; `new` and `from_string` apply it.
+    fn check(s: &str) -> Result<(), InvalidValue> {
         const CODE: ErrorCode = ErrorCode::VolumeInvalidHostPath;
         check_characters(s, CODE, "host.path")?;
         let b = s.as_bytes();
@@ -261,7 +276,7 @@ impl HostPath {
         if !rest.is_empty() {
             check_segments(rest, CODE, "host.path", s)?;
         }
-        Ok(Self(s.to_owned()))
+        Ok(())
     }
 
     /// Whether this path is `root` or lies below it, by whole segments: `/data/a` does not admit
@@ -289,8 +304,8 @@ validated_string! {
 }
 
 impl SubPath {
-    /// Validates a sub-path.
-    pub fn new(s: &str) -> Result<Self, InvalidValue> {
+    /// The rule; `new` and `from_string` apply it.
+    fn check(s: &str) -> Result<(), InvalidValue> {
         const CODE: ErrorCode = ErrorCode::VolumeInvalidSubPath;
         check_characters(s, CODE, "subPath")?;
         if s.contains('\\') {
@@ -309,7 +324,7 @@ impl SubPath {
             ));
         }
         check_segments(s, CODE, "subPath", s)?;
-        Ok(Self(s.to_owned()))
+        Ok(())
     }
 
     /// The segments, in order. Backends open them one by one from a pinned fd.
@@ -339,6 +354,13 @@ mod tests {
             "{}",
             err.reason
         );
+    }
+
+    #[test]
+    fn control_characters_match_char_is_control() {
+        for c in (0u32..0x2000).filter_map(char::from_u32) {
+            assert_eq!(has_control(&format!("a{c}b")), c.is_control(), "{c:?}");
+        }
     }
 
     #[test]

@@ -56,16 +56,17 @@ fn parse(s: &str) -> Result<Quantity, QuantityError> {
     if (int_part.is_empty() && frac_part.is_empty()) || frac_part.contains('.') {
         return Err(QuantityError::Syntax);
     }
-    let digits = format!("{int_part}{frac_part}");
-    let significant = digits.trim_start_matches('0');
-    if significant.len() > MAX_DIGITS {
-        return Err(QuantityError::TooLarge);
+    let mut mantissa: u128 = 0;
+    let mut significant_digits = 0usize;
+    for digit in int_part.bytes().chain(frac_part.bytes()) {
+        if mantissa != 0 || digit != b'0' {
+            significant_digits += 1;
+        }
+        if significant_digits > MAX_DIGITS {
+            return Err(QuantityError::TooLarge);
+        }
+        mantissa = mantissa * 10 + u128::from(digit - b'0');
     }
-    let mantissa: u128 = if significant.is_empty() {
-        0
-    } else {
-        significant.parse().map_err(|_| QuantityError::Syntax)?
-    };
     let multiplier = match suffix {
         "" => Multiplier::Decimal(0),
         "m" => Multiplier::Decimal(-3),

@@ -24,10 +24,10 @@ validated_string! {
 }
 
 impl OssBucket {
-    /// Validates a bucket name.
-    pub fn new(s: &str) -> Result<Self, InvalidValue> {
+    /// The rule; `new` and `from_string` apply it.
+    fn check(s: &str) -> Result<(), InvalidValue> {
         if (3..=63).contains(&s.len()) && is_dns_label(s) {
-            Ok(Self(s.to_owned()))
+            Ok(())
         } else {
             Err(InvalidValue::new(
                 ErrorCode::VolumeInvalidOssfsBucket,
@@ -46,10 +46,10 @@ validated_string! {
 }
 
 impl OssEndpoint {
-    /// Validates an endpoint.
-    pub fn new(s: &str) -> Result<Self, InvalidValue> {
+    /// The rule; `new` and `from_string` apply it.
+    fn check(s: &str) -> Result<(), InvalidValue> {
         if is_host_name(s) {
-            return Ok(Self(s.to_owned()));
+            return Ok(());
         }
         let hint = if s.contains("://") {
             " (give the host name without a scheme)"
@@ -276,10 +276,18 @@ impl OssCredentials {
     /// Validates a key pair: 1..=256 printable ASCII characters each, no whitespace (a newline
     /// would inject lines into ossfs's credential and config files).
     pub fn new(access_key_id: &str, access_key_secret: &str) -> Result<Self, InvalidValue> {
+        Self::from_strings(access_key_id.to_owned(), access_key_secret.to_owned())
+    }
+
+    /// Validates an owned key pair without copying it.
+    pub fn from_strings(
+        access_key_id: String,
+        access_key_secret: String,
+    ) -> Result<Self, InvalidValue> {
         let ok = |s: &str| (1..=256).contains(&s.len()) && s.bytes().all(|c| c.is_ascii_graphic());
         for (field, value) in [
-            ("accessKeyId", access_key_id),
-            ("accessKeySecret", access_key_secret),
+            ("accessKeyId", &access_key_id),
+            ("accessKeySecret", &access_key_secret),
         ] {
             if !ok(value) {
                 // The value itself is never echoed: it is a credential.
@@ -292,8 +300,8 @@ impl OssCredentials {
             }
         }
         Ok(Self {
-            access_key_id: access_key_id.to_owned(),
-            access_key_secret: access_key_secret.to_owned(),
+            access_key_id,
+            access_key_secret,
         })
     }
 
@@ -320,15 +328,15 @@ validated_string! {
 }
 
 impl NfsServer {
-    /// Validates an NFS server.
-    pub fn new(s: &str) -> Result<Self, InvalidValue> {
+    /// The rule; `new` and `from_string` apply it.
+    fn check(s: &str) -> Result<(), InvalidValue> {
         let bracketed = s.strip_prefix('[').and_then(|r| r.strip_suffix(']'));
         let ok = s.parse::<Ipv4Addr>().is_ok()
             || s.parse::<Ipv6Addr>().is_ok()
             || bracketed.is_some_and(|b| b.parse::<Ipv6Addr>().is_ok())
             || (is_host_name(s) && !s.bytes().all(|c| c.is_ascii_digit() || c == b'.'));
         if ok {
-            Ok(Self(s.to_owned()))
+            Ok(())
         } else {
             Err(InvalidValue::new(
                 ErrorCode::VolumeInvalidNfsServer,
@@ -345,10 +353,16 @@ pub struct NfsExportPath(HostPath);
 impl NfsExportPath {
     /// Validates an export path.
     pub fn new(s: &str) -> Result<Self, InvalidValue> {
-        HostPath::new(s).map(Self).map_err(|e| {
-            InvalidValue::new(
-                ErrorCode::VolumeInvalidNfsPath,
-                e.reason.replacen("host.path", "nfs.path", 1),
+        Self::from_string(s.to_owned()).map_err(|(e, _)| e)
+    }
+
+    /// Validates an owned export path without copying it.
+    pub fn from_string(s: String) -> Result<Self, (InvalidValue, String)> {
+        HostPath::from_string(s).map(Self).map_err(|(e, s)| {
+            let reason = e.reason.replacen("host.path", "nfs.path", 1);
+            (
+                InvalidValue::new(ErrorCode::VolumeInvalidNfsPath, reason),
+                s,
             )
         })
     }
