@@ -3,6 +3,9 @@
 //! - `ci`: everything CI checks — formatting, clippy with warnings denied, the whole test suite.
 //! - `test`: the whole test suite (every crate, every feature).
 //! - `bench`: the benchmarks.
+//! - `test-image`: builds the image the Docker tests run (`berth-test/busybox:latest`).
+
+mod test_image;
 
 use std::process::{Command, ExitCode};
 
@@ -12,8 +15,9 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         Some("test") => test(&args[1..]),
         Some("bench") => cargo(&["bench", "--workspace"]),
+        Some("test-image") => test_image::ensure(),
         _ => {
-            eprintln!("usage: cargo xtask <ci | test [-- cargo test args] | bench>");
+            eprintln!("usage: cargo xtask <ci | test [cargo test args] | bench | test-image>");
             return ExitCode::from(2);
         }
     };
@@ -40,7 +44,10 @@ fn ci() -> Result<(), String> {
     test(&[])
 }
 
+/// The whole suite. The Docker tests need the test image, so it is built first; they fail (never
+/// skip) when the engine cannot be reached.
 fn test(extra: &[String]) -> Result<(), String> {
+    test_image::ensure()?;
     let mut args = vec!["test", "--workspace", "--all-features"];
     args.extend(extra.iter().map(String::as_str));
     cargo(&args)
@@ -49,14 +56,13 @@ fn test(extra: &[String]) -> Result<(), String> {
 /// Runs cargo (the one that runs this xtask) and fails on a non-zero exit.
 fn cargo(args: &[&str]) -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    eprintln!("$ cargo {}", args.join(" "));
-    let status = Command::new(&cargo)
-        .args(args)
-        .status()
-        .map_err(|e| format!("running {cargo}: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("`cargo {}` failed ({status})", args.join(" ")))
-    }
+    run(Command::new(cargo).args(args))
+}
+
+/// Runs a command, echoing it, and fails on a non-zero exit.
+pub(crate) fn run(command: &mut Command) -> Result<(), String> {
+    let shown = format!("{command:?}");
+    eprintln!("$ {shown}");
+    let status = command.status().map_err(|e| format!("running {shown}: {e}"))?;
+    if status.success() { Ok(()) } else { Err(format!("{shown} failed ({status})")) }
 }
