@@ -63,6 +63,12 @@ fn cargo(args: &[&str]) -> Result<(), String> {
 pub(crate) fn run(command: &mut Command) -> Result<(), String> {
     let shown = format!("{command:?}");
     eprintln!("$ {shown}");
-    let status = command.status().map_err(|e| format!("running {shown}: {e}"))?;
-    if status.success() { Ok(()) } else { Err(format!("{shown} failed ({status})")) }
+    let status = command
+        .status()
+        .map_err(|e| format!("running {shown}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{shown} failed ({status})"))
+    }
 }

@@ -45,7 +45,13 @@ fn ensure_static_busybox() -> Result<(), String> {
             run(Command::new("apt-get").args(["update", "-q"]))?;
         }
         run(Command::new("apt-get")
-            .args(["install", "-y", "-q", "--no-install-recommends", "busybox-static"])
+            .args([
+                "install",
+                "-y",
+                "-q",
+                "--no-install-recommends",
+                "busybox-static",
+            ])
             .env("DEBIAN_FRONTEND", "noninteractive"))
     };
     install(false).or_else(|_| install(true))
@@ -78,9 +84,14 @@ fn build_rootfs(rootfs: &Path) -> Result<(), String> {
         "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
     )
     .map_err(|e| io("etc/passwd", e))?;
-    std::fs::write(rootfs.join("etc/group"), "root:x:0:\nuser:x:1000:\nnogroup:x:65534:\n").map_err(|e| io("etc/group", e))?;
+    std::fs::write(
+        rootfs.join("etc/group"),
+        "root:x:0:\nuser:x:1000:\nnogroup:x:65534:\n",
+    )
+    .map_err(|e| io("etc/group", e))?;
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(rootfs.join("tmp"), std::fs::Permissions::from_mode(0o1777)).map_err(|e| io("tmp", e))?;
+    std::fs::set_permissions(rootfs.join("tmp"), std::fs::Permissions::from_mode(0o1777))
+        .map_err(|e| io("tmp", e))?;
     Ok(())
 }
 
@@ -95,7 +106,15 @@ fn import(rootfs: &Path) -> Result<(), String> {
         .map_err(|e| format!("running tar: {e}"))?;
     let tar_out = tar.stdout.take().ok_or("tar has no stdout")?;
     let status = Command::new("docker")
-        .args(["import", "--change", "CMD [\"/bin/sh\"]", "--change", "LABEL berth.test=1", "-", IMAGE])
+        .args([
+            "import",
+            "--change",
+            "CMD [\"/bin/sh\"]",
+            "--change",
+            "LABEL berth.test=1",
+            "-",
+            IMAGE,
+        ])
         .stdin(tar_out)
         .stdout(Stdio::null())
         .status()
@@ -104,6 +123,8 @@ fn import(rootfs: &Path) -> Result<(), String> {
     if status.success() && tar_status.success() {
         Ok(())
     } else {
-        Err(format!("building {IMAGE} failed (tar: {tar_status}, docker import: {status})"))
+        Err(format!(
+            "building {IMAGE} failed (tar: {tar_status}, docker import: {status})"
+        ))
     }
 }

@@ -201,6 +201,20 @@ impl TrustedRoot {
         })
     }
 
+    /// Uses a resolved directory as a root, for resolving a second path below it.
+    pub fn from_resolved(resolved: Resolved, shown: &str) -> Result<Self, SafePathError> {
+        if resolved.kind != ResolvedKind::Directory {
+            return Err(SafePathError::NotDirectory {
+                path: shown.to_owned(),
+                kind: "regular file",
+            });
+        }
+        Ok(Self {
+            fd: resolved.fd,
+            path: PathBuf::from(shown),
+        })
+    }
+
     /// The path this root was opened at (for messages and logs only).
     pub fn path(&self) -> &Path {
         &self.path
@@ -333,4 +347,35 @@ fn create_directory(
         Err(e) => return Err(SafePathError::io("creating", shown, e)),
     }
     open_beneath(parent, segment).map_err(|e| map_open_error(e, shown.to_owned()))
+}
+
+/// Checks that what a running container sees at `mount_path` is the inode Berth verified
+/// (`dev`, `ino`): resolved inside the container's root (`/proc/<pid>/root`) without following
+/// any symlink. A mismatch means the engine did not see the staging mount (e.g. it runs in
+/// another mount namespace) or something was swapped.
+pub fn container_sees(
+    pid: u32,
+    mount_path: &berth_core::model::MountPath,
+    dev: u64,
+    ino: u64,
+) -> Result<bool, SafePathError> {
+    let root_path = format!("/proc/{pid}/root");
+    let root = rustix::fs::open(
+        root_path.as_str(),
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| SafePathError::io("opening the root of", root_path.clone(), e))?;
+    let relative = mount_path.as_str().trim_start_matches('/');
+    let target = rustix::fs::openat2(
+        &root,
+        if relative.is_empty() { "." } else { relative },
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    )
+    .map_err(|e| SafePathError::io("opening in the container", mount_path.as_str(), e))?;
+    let stat = rustix::fs::fstat(&target)
+        .map_err(|e| SafePathError::io("inspecting in the container", mount_path.as_str(), e))?;
+    Ok(stat.st_dev == dev && stat.st_ino == ino)
 }

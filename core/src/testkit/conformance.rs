@@ -544,7 +544,10 @@ async fn volumes_reported(ctx: &mut Context<'_>) -> CheckResult {
     let mut request = ctx.request();
     let mut shared = pvc_volume("shared", &claim, "/mnt/shared", None, true, true);
     shared.read_only = true;
+    let mut notes = pvc_volume("notes", &claim, "/mnt/notes", Some("notes"), true, true);
+    notes.read_only = true;
     let mut volumes = vec![
+        notes,
         pvc_volume(
             "work",
             &claim,
@@ -597,11 +600,18 @@ async fn volumes_reported(ctx: &mut Context<'_>) -> CheckResult {
         "work reported as {work:?}"
     );
     let shared = by_name("shared")?;
+    // Runtimes may enforce read-only differently per kind of mount (a whole named volume need not
+    // be recursive); it must be enforced somehow, and a read-only subPath mount as advertised.
     ensure!(
-        shared.read_only
-            && shared.read_only_mode == caps.read_only_mode
-            && shared.read_only_mode != ReadOnlyMode::None,
-        "read-only volume reported as {shared:?} (capabilities say {:?})",
+        shared.read_only && shared.read_only_mode != ReadOnlyMode::None,
+        "read-only volume reported as {shared:?}"
+    );
+    let notes = by_name("notes")?;
+    ensure!(
+        notes.read_only
+            && notes.read_only_mode == caps.read_only_mode
+            && notes.read_only_mode != ReadOnlyMode::None,
+        "read-only subPath volume reported as {notes:?} (capabilities say {:?})",
         caps.read_only_mode
     );
     if let Some(root) = &ctx.target.host_root {

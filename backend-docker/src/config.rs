@@ -1,0 +1,73 @@
+//! What the Docker runtime is configured with (DESIGN §6 `[docker]` and `[storage]`).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Docker runtime settings.
+#[derive(Debug, Clone)]
+pub struct DockerConfig {
+    /// Engine address: a `unix://` socket or `tcp://`/`http://` URL; `None` uses `DOCKER_HOST`
+    /// or the default socket.
+    pub host: Option<String>,
+    /// Network mode of sandboxes (`docker.network_mode`, default `bridge`).
+    pub network_mode: String,
+    /// Host address published ports bind to (`docker.publish_host`, default 127.0.0.1).
+    pub publish_host: String,
+    /// Container ports published on `publish_host` (`docker.published_ports`).
+    pub published_ports: Vec<u16>,
+    /// Capabilities dropped from every sandbox (`docker.drop_capabilities`).
+    pub drop_capabilities: Vec<String>,
+    /// Process limit per sandbox (`docker.pids_limit`).
+    pub pids_limit: i64,
+    /// Server state: the store and the staging mounts (`storage.state_dir`).
+    pub state_dir: PathBuf,
+    /// Roots under which host volumes may be mounted (`storage.allowed_host_paths`).
+    pub allowed_host_paths: Vec<PathBuf>,
+    /// Hand verified but unstaged paths to Docker when the server cannot mount
+    /// (`storage.allow_unstaged_paths`); leaves a documented residual race.
+    pub allow_unstaged_paths: bool,
+    /// Labels added to every container and volume Berth creates (tests use `berth.test=1`).
+    pub extra_labels: BTreeMap<String, String>,
+}
+
+impl DockerConfig {
+    /// A stable id of this server instance (FNV-1a of its state directory), put on everything it
+    /// creates so that several servers — or test runs — sharing one engine never touch each
+    /// other's containers.
+    pub fn instance_id(&self) -> String {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in self.state_dir.as_os_str().as_encoded_bytes() {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        format!("{hash:016x}")
+    }
+
+    /// Defaults that run on a laptop: the local engine, bridge network, state under `state_dir`.
+    pub fn with_state_dir(state_dir: PathBuf) -> Self {
+        Self {
+            host: None,
+            network_mode: "bridge".to_owned(),
+            publish_host: "127.0.0.1".to_owned(),
+            published_ports: Vec::new(),
+            drop_capabilities: [
+                "AUDIT_WRITE",
+                "MKNOD",
+                "NET_ADMIN",
+                "NET_RAW",
+                "SYS_ADMIN",
+                "SYS_MODULE",
+                "SYS_PTRACE",
+                "SYS_TIME",
+                "SYS_TTY_CONFIG",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+            pids_limit: 4096,
+            state_dir,
+            allowed_host_paths: Vec::new(),
+            allow_unstaged_paths: false,
+            extra_labels: BTreeMap::new(),
+        }
+    }
+}

@@ -1,0 +1,409 @@
+//! `DockerRuntime`: the `Runtime` of DESIGN §1 over the Docker Engine API.
+//!
+//! Reads (get, list) come from the store and the events-fed index, never from a Docker list
+//! call. Writes go to Docker, then to the index at once. Creates record their intent in the
+//! store before making anything, and roll back everything they made on any failure.
+
+mod create;
+mod named_volumes;
+mod startup;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use berth_core::model::{
+    HostPath, MetadataKey, MetadataPatch, MetadataValue, MountedVolume, SandboxId, SandboxRecord,
+    SandboxState, SandboxStatus,
+};
+use berth_core::runtime::{Capabilities, CreateSandbox, RenderedSandbox, Runtime, RuntimeError};
+use berth_core::wire;
+use bollard::query_parameters::{InspectContainerOptions, RemoveContainerOptions};
+use chrono::{DateTime, Utc};
+
+use crate::config::DockerConfig;
+use crate::engine::Engine;
+use crate::index::{ContainerIndex, ContainerStatus, IndexTasks};
+use crate::render::container_name;
+use crate::safe_path::TrustedRoot;
+use crate::safe_path::staging::StagingArea;
+use crate::store::{Store, StoreError, StoredSandbox};
+
+pub use startup::StartupError;
+
+/// The Docker runtime.
+#[derive(Debug)]
+pub struct DockerRuntime {
+    engine: Engine,
+    config: DockerConfig,
+    store: Arc<Store>,
+    /// `None` when the server cannot mount (not root): host and pvc-subPath volumes are then
+    /// refused unless `allow_unstaged_paths`.
+    staging: Option<Arc<StagingArea>>,
+    roots: Arc<Vec<(HostPath, TrustedRoot)>>,
+    index: ContainerIndex,
+    _index_tasks: IndexTasks,
+    capabilities: Capabilities,
+    /// Serialises decisions about named volumes (create, reference count, removal).
+    volume_lock: tokio::sync::Mutex<()>,
+    nonces: AtomicU64,
+}
+
+fn store_error(e: StoreError) -> RuntimeError {
+    RuntimeError::Internal {
+        context: "state store".into(),
+        detail: e.to_string(),
+    }
+}
+
+/// Maps a Docker API error: an unreachable engine is `Unavailable`, anything else `Internal`.
+fn docker_error(context: &str) -> impl FnOnce(bollard::errors::Error) -> RuntimeError + '_ {
+    move |e| match e {
+        bollard::errors::Error::DockerResponseServerError {
+            status_code,
+            message,
+        } => RuntimeError::Internal {
+            context: context.to_owned(),
+            detail: format!("engine answered {status_code}: {message}"),
+        },
+        other if is_connection_error(&other) => RuntimeError::Unavailable {
+            detail: format!("{context}: {other}"),
+        },
+        other => RuntimeError::Internal {
+            context: context.to_owned(),
+            detail: other.to_string(),
+        },
+    }
+}
+
+fn is_connection_error(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::HyperResponseError { .. }
+            | bollard::errors::Error::IOError { .. }
+            | bollard::errors::Error::RequestTimeoutError
+            | bollard::errors::Error::SocketNotFoundError(_)
+    )
+}
+
+fn is_not_found(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+impl DockerRuntime {
+    /// The connected engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &DockerConfig {
+        &self.config
+    }
+
+    fn next_nonce(&self, id: &SandboxId) -> String {
+        let n = self.nonces.fetch_add(1, Ordering::Relaxed);
+        format!(
+            "{id}-{}-{n}",
+            Utc::now().timestamp_nanos_opt().unwrap_or_default()
+        )
+    }
+
+    fn stored(&self, id: &SandboxId) -> Result<StoredSandbox, RuntimeError> {
+        self.store
+            .get(id.as_str())
+            .map_err(store_error)?
+            .ok_or_else(|| RuntimeError::NotFound { id: id.to_string() })
+    }
+
+    /// The sandbox as reported: the stored record with the index's view of its container.
+    fn record_of(&self, stored: &StoredSandbox) -> SandboxRecord {
+        let view = self.index.get(&stored.id);
+        let at = view
+            .as_ref()
+            .and_then(|v| v.changed_at)
+            .or(Some(stored.created_at));
+        let status = match (stored.phase, view.map(|v| v.status)) {
+            (crate::store::Phase::Creating, _) | (_, Some(ContainerStatus::Created)) => {
+                SandboxStatus::new(SandboxState::Pending, stored.created_at)
+            }
+            (_, Some(ContainerStatus::Running)) => {
+                SandboxStatus::new(SandboxState::Running, at.unwrap_or(stored.created_at))
+            }
+            (_, Some(ContainerStatus::Paused)) => {
+                SandboxStatus::new(SandboxState::Paused, at.unwrap_or(stored.created_at))
+            }
+            (
+                _,
+                Some(ContainerStatus::Exited {
+                    code: 0,
+                    oom_killed: false,
+                }),
+            ) => SandboxStatus {
+                state: SandboxState::Terminated,
+                reason: Some("exited".into()),
+                message: Some("the entry process exited with code 0".into()),
+                last_transition_at: at,
+            },
+            (_, Some(ContainerStatus::Exited { code, oom_killed })) => SandboxStatus {
+                state: SandboxState::Failed,
+                reason: Some(
+                    if oom_killed {
+                        "oom_killed"
+                    } else {
+                        "exited_with_error"
+                    }
+                    .into(),
+                ),
+                message: Some(if oom_killed {
+                    format!(
+                        "the entry process was killed for exceeding its memory limit (exit code {code})"
+                    )
+                } else {
+                    format!("the entry process exited with code {code}")
+                }),
+                last_transition_at: at,
+            },
+            (_, Some(ContainerStatus::Gone) | None) => SandboxStatus {
+                state: SandboxState::Failed,
+                reason: Some("container_missing".into()),
+                message: Some(format!(
+                    "container {} no longer exists; delete the sandbox to release its volumes",
+                    container_name_str(&stored.id)
+                )),
+                last_transition_at: at,
+            },
+        };
+        SandboxRecord {
+            id: SandboxId::new(&stored.id).unwrap_or_else(|_| unreachable_id()),
+            image: stored.image.clone(),
+            platform: stored.platform,
+            entrypoint: stored.entrypoint.clone(),
+            metadata: stored
+                .metadata
+                .iter()
+                .filter_map(|(k, v)| Some((MetadataKey::new(k).ok()?, MetadataValue::new(v).ok()?)))
+                .collect(),
+            status,
+            created_at: stored.created_at,
+            expires_at: stored.expires_at,
+            volumes: stored.volumes.iter().map(MountedVolume::from).collect(),
+        }
+    }
+
+    async fn remove_container(&self, id: &SandboxId) -> Result<(), RuntimeError> {
+        let options = RemoveContainerOptions {
+            force: true,
+            v: false,
+            link: false,
+        };
+        match self
+            .engine
+            .docker
+            .remove_container(&container_name(id), Some(options))
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(docker_error("removing container")(e)),
+        }
+    }
+}
+
+fn container_name_str(id: &str) -> String {
+    format!("sandbox-{id}")
+}
+
+/// Ids in the store were validated when stored; a record failing now was damaged on disk.
+fn unreachable_id() -> SandboxId {
+    SandboxId::new("invalid-stored-id").unwrap_or_else(|_| unreachable!("a constant DNS label"))
+}
+
+#[async_trait]
+impl Runtime for DockerRuntime {
+    fn capabilities(&self) -> Capabilities {
+        self.capabilities.clone()
+    }
+
+    async fn create(&self, request: CreateSandbox) -> Result<SandboxRecord, RuntimeError> {
+        self.create_sandbox(request).await
+    }
+
+    async fn get(&self, id: &SandboxId) -> Result<SandboxRecord, RuntimeError> {
+        Ok(self.record_of(&self.stored(id)?))
+    }
+
+    async fn list(&self) -> Result<Vec<SandboxRecord>, RuntimeError> {
+        Ok(self
+            .store
+            .all()
+            .map_err(store_error)?
+            .iter()
+            .map(|s| self.record_of(s))
+            .collect())
+    }
+
+    async fn delete(&self, id: &SandboxId) -> Result<(), RuntimeError> {
+        let stored = self.stored(id)?;
+        self.remove_container(id).await?;
+        self.index.remove(id.as_str());
+        self.release_everything(&stored).await
+    }
+
+    async fn pause(&self, id: &SandboxId) -> Result<(), RuntimeError> {
+        self.transition(
+            id,
+            ContainerStatus::Running,
+            ContainerStatus::Paused,
+            "pause",
+        )
+        .await
+    }
+
+    async fn resume(&self, id: &SandboxId) -> Result<(), RuntimeError> {
+        self.transition(
+            id,
+            ContainerStatus::Paused,
+            ContainerStatus::Running,
+            "resume",
+        )
+        .await
+    }
+
+    async fn renew(
+        &self,
+        id: &SandboxId,
+        expires_at: DateTime<Utc>,
+    ) -> Result<DateTime<Utc>, RuntimeError> {
+        let mut stored = self.stored(id)?;
+        stored.expires_at = Some(expires_at);
+        self.store.put(&stored).map_err(store_error)?;
+        Ok(expires_at)
+    }
+
+    async fn patch_metadata(
+        &self,
+        id: &SandboxId,
+        patch: &MetadataPatch,
+    ) -> Result<SandboxRecord, RuntimeError> {
+        let mut stored = self.stored(id)?;
+        let mut record = self.record_of(&stored);
+        patch
+            .apply_checked(&mut record.metadata)
+            .map_err(RuntimeError::Rejected)?;
+        stored.metadata = record
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.store.put(&stored).map_err(store_error)?;
+        Ok(self.record_of(&stored))
+    }
+
+    async fn endpoint(&self, id: &SandboxId, port: u16) -> Result<wire::Endpoint, RuntimeError> {
+        let stored = self.stored(id)?;
+        let status = self.index.get(id.as_str()).map(|v| v.status);
+        if !matches!(
+            status,
+            Some(ContainerStatus::Running | ContainerStatus::Paused)
+        ) {
+            return Err(RuntimeError::EndpointNotAvailable {
+                id: id.clone(),
+                port,
+                detail: "the sandbox is not running".into(),
+            });
+        }
+        let host = &self.config.publish_host;
+        if let Some(host_port) = stored.ports.get(&port) {
+            return Ok(wire::Endpoint {
+                endpoint: format!("{host}:{host_port}"),
+                headers: None,
+            });
+        }
+        if self.config.network_mode == "host" {
+            return Ok(wire::Endpoint {
+                endpoint: format!("{host}:{port}"),
+                headers: None,
+            });
+        }
+        let inspect = self
+            .engine
+            .docker
+            .inspect_container(&container_name(id), None::<InspectContainerOptions>)
+            .await
+            .map_err(docker_error("inspecting container"))?;
+        let ip = inspect
+            .network_settings
+            .and_then(|n| n.networks)
+            .and_then(|networks| {
+                networks
+                    .values()
+                    .find_map(|n| n.ip_address.clone().filter(|ip| !ip.is_empty()))
+            });
+        match ip {
+            Some(ip) => Ok(wire::Endpoint {
+                endpoint: format!("{ip}:{port}"),
+                headers: None,
+            }),
+            None => Err(RuntimeError::EndpointNotAvailable {
+                id: id.clone(),
+                port,
+                detail: format!(
+                    "port {port} is not published and the container has no address on network {}",
+                    self.config.network_mode
+                ),
+            }),
+        }
+    }
+
+    async fn render(&self, request: &CreateSandbox) -> Result<RenderedSandbox, RuntimeError> {
+        self.render_sandbox(request).await
+    }
+}
+
+impl DockerRuntime {
+    async fn transition(
+        &self,
+        id: &SandboxId,
+        from: ContainerStatus,
+        to: ContainerStatus,
+        action: &'static str,
+    ) -> Result<(), RuntimeError> {
+        let stored = self.stored(id)?;
+        let current = self.record_of(&stored).status.state;
+        let status = self.index.get(id.as_str()).map(|v| v.status);
+        if status != Some(from) {
+            return Err(RuntimeError::InvalidState {
+                id: id.clone(),
+                state: current,
+                action,
+            });
+        }
+        let name = container_name(id);
+        let result = match to {
+            ContainerStatus::Paused => self.engine.docker.pause_container(&name).await,
+            _ => self.engine.docker.unpause_container(&name).await,
+        };
+        match result {
+            Ok(()) => {
+                self.index.set_status(id.as_str(), to);
+                Ok(())
+            }
+            // The engine refused because the state changed under us (409): report the state.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Err(RuntimeError::InvalidState {
+                id: id.clone(),
+                state: current,
+                action,
+            }),
+            Err(e) => Err(docker_error(action)(e)),
+        }
+    }
+}

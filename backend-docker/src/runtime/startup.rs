@@ -1,0 +1,278 @@
+//! Starting the runtime: connect and negotiate, open the store and the staging area, probe
+//! what the server can do, open the allowed roots (refusing to start on a bad one), start the
+//! index, and reconcile what a crash or an outside hand left behind.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_core::model::{
+    HostPath, PlatformArch, PlatformOs, PlatformSpec, ReadOnlyMode, SandboxId, VolumeBackendKind,
+};
+use berth_core::runtime::{Capabilities, SubPathMechanism};
+use bollard::query_parameters::{
+    InspectNetworkOptions, ListContainersOptions, RemoveContainerOptions,
+};
+
+use super::DockerRuntime;
+use crate::config::DockerConfig;
+use crate::engine::{self, EngineError};
+use crate::index::{ContainerIndex, ContainerStatus};
+use crate::render::{LABEL_ID, instance_filter};
+use crate::safe_path::staging::StagingArea;
+use crate::safe_path::{Missing, SafePathError, TrustedRoot};
+use crate::store::{Phase, Store, StoreError};
+
+/// Why the runtime cannot start; each names what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The engine cannot be used.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The state directory cannot be made or used.
+    #[error("storage.state_dir {path}: {detail}")]
+    StateDir {
+        /// The directory.
+        path: PathBuf,
+        /// What failed.
+        detail: String,
+    },
+    /// The store cannot be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// An allowed host root is unusable.
+    #[error("storage.allowed_host_paths entry {path}: {source}")]
+    AllowedRoot {
+        /// The entry.
+        path: PathBuf,
+        /// Why.
+        source: SafePathError,
+    },
+    /// The configured network does not exist.
+    #[error("docker.network_mode = {network:?}: {detail}")]
+    Network {
+        /// The configured network.
+        network: String,
+        /// What the engine said.
+        detail: String,
+    },
+    /// The initial container list failed.
+    #[error("listing containers for the index: {0}")]
+    Index(bollard::errors::Error),
+}
+
+/// Probes whether this process can make staging mounts: it stages a directory of the state dir
+/// onto the staging area and releases it.
+fn probe_staging(state_dir: &std::path::Path, area: &StagingArea) -> Result<(), SafePathError> {
+    let root = TrustedRoot::open_configured(state_dir)?;
+    let probe = root.resolve(&["probe"], Missing::Create, "state_dir")?;
+    let result = area.stage("probe", "probe", &probe, true).map(|_| ());
+    area.release_sandbox("probe")?;
+    result
+}
+
+impl DockerRuntime {
+    /// Connects, probes, reconciles; ready to serve when it returns.
+    pub async fn start(config: DockerConfig) -> Result<Self, StartupError> {
+        let engine = engine::connect(config.host.as_deref()).await?;
+        let state_error = |detail: String| StartupError::StateDir {
+            path: config.state_dir.clone(),
+            detail,
+        };
+        match std::fs::create_dir(&config.state_dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(state_error(e.to_string())),
+        }
+        let store = Store::open(&config.state_dir.join("state.redb"))?;
+        let area = StagingArea::open(&config.state_dir.join("mounts"))
+            .map_err(|e| state_error(e.to_string()))?;
+        let staging = match probe_staging(&config.state_dir, &area) {
+            Ok(()) => Some(Arc::new(area)),
+            Err(e) => {
+                tracing::warn!(error = %e, "this server cannot make staging mounts; host and pvc-subPath volumes are refused unless storage.allow_unstaged_paths");
+                None
+            }
+        };
+        let mut roots = Vec::new();
+        for path in &config.allowed_host_paths {
+            let root =
+                TrustedRoot::open_configured(path).map_err(|source| StartupError::AllowedRoot {
+                    path: path.clone(),
+                    source,
+                })?;
+            let host_path = path
+                .to_str()
+                .and_then(|p| HostPath::new(p).ok())
+                .ok_or_else(|| StartupError::AllowedRoot {
+                    path: path.clone(),
+                    source: SafePathError::Missing {
+                        path: "an absolute, normal path".into(),
+                    },
+                })?;
+            roots.push((host_path, root));
+        }
+        if !matches!(config.network_mode.as_str(), "host" | "none")
+            && !config.network_mode.starts_with("container:")
+        {
+            engine
+                .docker
+                .inspect_network(&config.network_mode, None::<InspectNetworkOptions>)
+                .await
+                .map_err(|e| StartupError::Network {
+                    network: config.network_mode.clone(),
+                    detail: e.to_string(),
+                })?;
+        }
+        let info = engine.docker.info().await.map_err(|e| {
+            StartupError::Engine(EngineError::Unreachable {
+                address: "info".into(),
+                source: Box::new(e),
+            })
+        })?;
+        let platform = match (info.os_type.as_deref(), info.architecture.as_deref()) {
+            (Some("linux"), Some("x86_64" | "amd64")) => Some(PlatformSpec {
+                os: PlatformOs::Linux,
+                arch: PlatformArch::Amd64,
+            }),
+            (Some("linux"), Some("aarch64" | "arm64")) => Some(PlatformSpec {
+                os: PlatformOs::Linux,
+                arch: PlatformArch::Arm64,
+            }),
+            _ => None,
+        };
+        let sub_path_mechanism = match (&staging, config.allow_unstaged_paths) {
+            (Some(_), _) => SubPathMechanism::StagedBind,
+            (None, true) => SubPathMechanism::UnstagedPath,
+            (None, false) => SubPathMechanism::Unsupported,
+        };
+        let capabilities = Capabilities {
+            runtime: "docker".into(),
+            engine_version: Some(format!(
+                "Docker Engine {} (API {})",
+                engine.engine_version, engine.api
+            )),
+            volume_backends: [
+                VolumeBackendKind::Host,
+                VolumeBackendKind::Pvc,
+                VolumeBackendKind::Nfs,
+            ]
+            .into_iter()
+            .collect(),
+            pause: true,
+            read_only_mode: if staging.is_some() {
+                ReadOnlyMode::Recursive
+            } else {
+                ReadOnlyMode::NonRecursive
+            },
+            sub_path_mechanism,
+            pvc_provisioning_hints: false,
+            platform,
+            reserved_mount_paths: Vec::new(),
+        };
+        let index = ContainerIndex::default();
+        let tasks = index
+            .start(&engine, instance_filter(&config), Duration::from_secs(60))
+            .await
+            .map_err(StartupError::Index)?;
+        tracing::info!(
+            engine = %engine.engine_version,
+            api = %engine.api,
+            staging = staging.is_some(),
+            network = %config.network_mode,
+            roots = roots.len(),
+            "docker runtime ready"
+        );
+        let runtime = Self {
+            engine,
+            config,
+            store: Arc::new(store),
+            staging,
+            roots: Arc::new(roots),
+            index,
+            _index_tasks: tasks,
+            capabilities,
+            volume_lock: tokio::sync::Mutex::new(()),
+            nonces: std::sync::atomic::AtomicU64::new(0),
+        };
+        runtime.reconcile().await;
+        Ok(runtime)
+    }
+
+    /// Rolls back creates a crash interrupted, releases records whose container is gone only
+    /// when they never finished creating, removes Berth containers that no record owns and
+    /// that never started, and releases staging mounts no record owns.
+    async fn reconcile(&self) {
+        let records = match self.store.all() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "reconcile: cannot read the store");
+                return;
+            }
+        };
+        let mut known = BTreeSet::new();
+        for record in &records {
+            if record.phase == Phase::Creating {
+                tracing::warn!(sandbox = %record.id, "reconcile: rolling back a create that did not finish");
+                self.rollback(record).await;
+            } else {
+                known.insert(record.id.clone());
+            }
+        }
+        // This instance's containers with no finished record that never started.
+        if let Ok(containers) = self
+            .engine
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(instance_filter(&self.config)),
+                ..Default::default()
+            }))
+            .await
+        {
+            for c in containers {
+                let Some(sandbox) = c.labels.as_ref().and_then(|l| l.get(LABEL_ID)) else {
+                    continue;
+                };
+                let never_started = matches!(
+                    self.index.get(sandbox).map(|v| v.status),
+                    Some(ContainerStatus::Created)
+                );
+                if !known.contains(sandbox) && never_started {
+                    tracing::warn!(%sandbox, "reconcile: removing a container that was created but never started");
+                    let options = RemoveContainerOptions {
+                        force: true,
+                        v: false,
+                        link: false,
+                    };
+                    let _ = self
+                        .engine
+                        .docker
+                        .remove_container(c.id.as_deref().unwrap_or_default(), Some(options))
+                        .await;
+                    self.index.remove(sandbox);
+                }
+            }
+        }
+        if let Some(area) = &self.staging {
+            match area.sandboxes() {
+                Ok(staged) => {
+                    for sandbox in staged.into_iter().filter(|s| !known.contains(s)) {
+                        if SandboxId::new(&sandbox).is_ok() {
+                            tracing::warn!(%sandbox, "reconcile: releasing stale staging mounts");
+                            if let Err(e) = area.release_sandbox(&sandbox) {
+                                tracing::error!(%sandbox, error = %e, "reconcile: releasing stale staging mounts failed");
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "reconcile: cannot list staging mounts"),
+            }
+        }
+        let _guard = self.volume_lock.lock().await;
+        if let Err(e) = self.sweep_volumes().await {
+            tracing::error!(error = %e, "reconcile: volume sweep failed");
+        }
+    }
+}

@@ -1,0 +1,360 @@
+//! The runtime's crash-safe state under `storage.state_dir`: one record per sandbox (metadata,
+//! renewed expiry, what was mounted, and what Berth created for it), plus volumes waiting to be
+//! removed once no sandbox uses them. Metadata is never read back from container labels (images
+//! add labels of their own). Credentials are never stored.
+//!
+//! A record is written *before* Docker objects are made (phase `Creating`, with the volume
+//! nonces and staging names it is about to use), so a crash mid-create leaves enough behind for
+//! startup reconciliation to roll it back.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use berth_core::model::{MountedVolume, PlatformSpec};
+use chrono::{DateTime, Utc};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+const SANDBOXES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("sandboxes");
+const VOLUMES_TO_REMOVE: TableDefinition<'_, &str, &[u8]> =
+    TableDefinition::new("volumes_to_remove");
+
+/// Where a create is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    /// Objects are being made; a record still in this phase at startup is rolled back.
+    Creating,
+    /// The container runs (or ran).
+    Created,
+}
+
+/// A named volume Berth created, identified by the nonce label it was created with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreatedVolume {
+    /// Docker volume name.
+    pub name: String,
+    /// The value of the `berth.nonce` label Berth set; only a volume carrying it is Berth's.
+    pub nonce: String,
+    /// Whether to remove it once its creator is deleted and no sandbox uses it.
+    pub delete_on_termination: bool,
+}
+
+/// A mounted volume as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredVolume {
+    /// Volume name from the request.
+    pub name: String,
+    /// `host`, `pvc`, `ossfs` or `nfs`.
+    pub backend: berth_core::model::VolumeBackendKind,
+    /// Reported source (never a credential).
+    pub source: String,
+    /// Mount path in the sandbox.
+    pub mount_path: String,
+    /// Sub-path.
+    pub sub_path: Option<String>,
+    /// Requested read-only.
+    pub read_only: bool,
+    /// Enforcement.
+    pub read_only_mode: berth_core::model::ReadOnlyMode,
+    /// The Docker named volume it uses, if any (reference counting).
+    pub docker_volume: Option<String>,
+    /// Whether it has a staging mount under `<state_dir>/mounts/<id>/<name>`.
+    pub staged: bool,
+}
+
+impl From<&StoredVolume> for MountedVolume {
+    fn from(v: &StoredVolume) -> Self {
+        Self {
+            name: v.name.clone(),
+            backend: v.backend,
+            source: v.source.clone(),
+            mount_path: v.mount_path.clone(),
+            sub_path: v.sub_path.clone(),
+            read_only: v.read_only,
+            read_only_mode: v.read_only_mode,
+        }
+    }
+}
+
+/// One sandbox's record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredSandbox {
+    /// Sandbox id.
+    pub id: String,
+    /// Create progress.
+    pub phase: Phase,
+    /// Image reference.
+    pub image: String,
+    /// Platform constraint.
+    pub platform: Option<PlatformSpec>,
+    /// Entry process.
+    pub entrypoint: Vec<String>,
+    /// User metadata.
+    pub metadata: BTreeMap<String, String>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Expiry (renewals update it).
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Mounted volumes.
+    pub volumes: Vec<StoredVolume>,
+    /// Volumes Berth created for this sandbox.
+    pub created_volumes: Vec<CreatedVolume>,
+    /// Per-sandbox volumes (nfs) removed with the sandbox.
+    pub sandbox_volumes: Vec<String>,
+    /// Published ports: container port → host port.
+    pub ports: BTreeMap<u16, u16>,
+}
+
+/// Store failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed.
+    #[error("state store {context}: {source}")]
+    Database {
+        /// What was being done.
+        context: &'static str,
+        /// The error.
+        source: Box<redb::Error>,
+    },
+    /// A record does not decode (written by an incompatible version, or damaged).
+    #[error("state store record {key}: {source}")]
+    Decode {
+        /// Which record.
+        key: String,
+        /// The error.
+        source: serde_json::Error,
+    },
+}
+
+fn db_error(context: &'static str) -> impl FnOnce(redb::Error) -> StoreError {
+    move |e| StoreError::Database {
+        context,
+        source: Box::new(e),
+    }
+}
+
+fn into_redb<E: Into<redb::Error>>(e: E) -> redb::Error {
+    e.into()
+}
+
+/// The store.
+#[derive(Debug)]
+pub struct Store {
+    db: Database,
+}
+
+impl Store {
+    /// Opens (creating) the store at `path`. The file is locked: two servers cannot share it.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = Database::create(path)
+            .map_err(into_redb)
+            .map_err(db_error("opening"))?;
+        let store = Self { db };
+        // Make the tables exist so readers never meet a missing table.
+        store.write(|tx| {
+            tx.open_table(SANDBOXES)?;
+            tx.open_table(VOLUMES_TO_REMOVE)?;
+            Ok(())
+        })?;
+        Ok(store)
+    }
+
+    fn write(
+        &self,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>,
+    ) -> Result<(), StoreError> {
+        let tx = self
+            .db
+            .begin_write()
+            .map_err(into_redb)
+            .map_err(db_error("beginning a write"))?;
+        f(&tx).map_err(db_error("writing"))?;
+        tx.commit()
+            .map_err(into_redb)
+            .map_err(db_error("committing"))
+    }
+
+    /// Inserts or replaces a sandbox record.
+    pub fn put(&self, sandbox: &StoredSandbox) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(sandbox).map_err(|source| StoreError::Decode {
+            key: sandbox.id.clone(),
+            source,
+        })?;
+        self.write(|tx| {
+            tx.open_table(SANDBOXES)?
+                .insert(sandbox.id.as_str(), bytes.as_slice())?;
+            Ok(())
+        })
+    }
+
+    /// Removes a sandbox record (absent is fine).
+    pub fn remove(&self, id: &str) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.open_table(SANDBOXES)?.remove(id)?;
+            Ok(())
+        })
+    }
+
+    /// One record.
+    pub fn get(&self, id: &str) -> Result<Option<StoredSandbox>, StoreError> {
+        let tx = self
+            .db
+            .begin_read()
+            .map_err(into_redb)
+            .map_err(db_error("beginning a read"))?;
+        let table = tx
+            .open_table(SANDBOXES)
+            .map_err(into_redb)
+            .map_err(db_error("opening table"))?;
+        let Some(value) = table
+            .get(id)
+            .map_err(into_redb)
+            .map_err(db_error("reading"))?
+        else {
+            return Ok(None);
+        };
+        serde_json::from_slice(value.value())
+            .map(Some)
+            .map_err(|source| StoreError::Decode {
+                key: id.to_owned(),
+                source,
+            })
+    }
+
+    /// Every record.
+    pub fn all(&self) -> Result<Vec<StoredSandbox>, StoreError> {
+        let tx = self
+            .db
+            .begin_read()
+            .map_err(into_redb)
+            .map_err(db_error("beginning a read"))?;
+        let table = tx
+            .open_table(SANDBOXES)
+            .map_err(into_redb)
+            .map_err(db_error("opening table"))?;
+        let mut out = Vec::new();
+        for entry in table
+            .iter()
+            .map_err(into_redb)
+            .map_err(db_error("listing"))?
+        {
+            let (key, value) = entry.map_err(into_redb).map_err(db_error("listing"))?;
+            let record =
+                serde_json::from_slice(value.value()).map_err(|source| StoreError::Decode {
+                    key: key.value().to_owned(),
+                    source,
+                })?;
+            out.push(record);
+        }
+        Ok(out)
+    }
+
+    /// Records a volume to remove once unused.
+    pub fn schedule_volume_removal(&self, volume: &CreatedVolume) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(volume).map_err(|source| StoreError::Decode {
+            key: volume.name.clone(),
+            source,
+        })?;
+        self.write(|tx| {
+            tx.open_table(VOLUMES_TO_REMOVE)?
+                .insert(volume.name.as_str(), bytes.as_slice())?;
+            Ok(())
+        })
+    }
+
+    /// Volumes waiting for removal.
+    pub fn volumes_to_remove(&self) -> Result<Vec<CreatedVolume>, StoreError> {
+        let tx = self
+            .db
+            .begin_read()
+            .map_err(into_redb)
+            .map_err(db_error("beginning a read"))?;
+        let table = tx
+            .open_table(VOLUMES_TO_REMOVE)
+            .map_err(into_redb)
+            .map_err(db_error("opening table"))?;
+        let mut out = Vec::new();
+        for entry in table
+            .iter()
+            .map_err(into_redb)
+            .map_err(db_error("listing"))?
+        {
+            let (key, value) = entry.map_err(into_redb).map_err(db_error("listing"))?;
+            out.push(serde_json::from_slice(value.value()).map_err(|source| {
+                StoreError::Decode {
+                    key: key.value().to_owned(),
+                    source,
+                }
+            })?);
+        }
+        Ok(out)
+    }
+
+    /// Forgets a scheduled removal.
+    pub fn volume_removed(&self, name: &str) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.open_table(VOLUMES_TO_REMOVE)?.remove(name)?;
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str) -> StoredSandbox {
+        StoredSandbox {
+            id: id.to_owned(),
+            phase: Phase::Created,
+            image: "img".into(),
+            platform: None,
+            entrypoint: vec!["sh".into()],
+            metadata: BTreeMap::from([("team".into(), "ml".into())]),
+            created_at: Utc::now(),
+            expires_at: None,
+            volumes: vec![],
+            created_volumes: vec![],
+            sandbox_volumes: vec![],
+            ports: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn records_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        {
+            let store = Store::open(&path).unwrap();
+            store.put(&record("a")).unwrap();
+            store.put(&record("b")).unwrap();
+            store.remove("b").unwrap();
+            store
+                .schedule_volume_removal(&CreatedVolume {
+                    name: "v".into(),
+                    nonce: "n".into(),
+                    delete_on_termination: true,
+                })
+                .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let all = store.all().unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(
+            (all[0].id.as_str(), &all[0].metadata),
+            ("a", &record("a").metadata)
+        );
+        assert_eq!(store.get("b").unwrap(), None);
+        assert_eq!(store.volumes_to_remove().unwrap().len(), 1);
+        store.volume_removed("v").unwrap();
+        assert!(store.volumes_to_remove().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_second_opener_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        let _first = Store::open(&path).unwrap();
+        assert!(Store::open(&path).is_err());
+    }
+}
