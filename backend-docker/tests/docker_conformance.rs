@@ -14,7 +14,7 @@ use berth_core::testkit::conformance::{self, ConformanceTarget};
 async fn the_docker_runtime_passes_the_conformance_suite() {
     let env = common::TestEnv::new("conf").await;
     let host_root = HostPath::new(env.host_root.to_str().unwrap()).unwrap();
-    let runtime: Arc<dyn Runtime> = env.runtime.clone();
+    let runtime: Arc<dyn Runtime> = env.runtime().clone();
     let target = ConformanceTarget {
         runtime: runtime.clone(),
         image: common::IMAGE.into(),

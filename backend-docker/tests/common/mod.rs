@@ -23,7 +23,8 @@ pub const IMAGE: &str = "berth-test/busybox:latest";
 static RUNS: AtomicU32 = AtomicU32::new(0);
 
 pub struct TestEnv {
-    pub runtime: std::sync::Arc<DockerRuntime>,
+    runtime: Option<std::sync::Arc<DockerRuntime>>,
+    pub config: DockerConfig,
     pub dir: PathBuf,
     pub host_root: PathBuf,
     pub run: String,
@@ -61,20 +62,68 @@ impl TestEnv {
             ("berth.test-run".into(), run.clone()),
         ]);
         tweak(&mut config);
-        let runtime = match DockerRuntime::start(config).await {
+        let runtime = match DockerRuntime::start(config.clone()).await {
             Ok(r) => r,
             Err(e) => panic!(
                 "the Docker runtime did not start (is the engine running and `cargo xtask test-image` done?): {e}"
             ),
         };
         Self {
-            runtime: std::sync::Arc::new(runtime),
+            runtime: Some(std::sync::Arc::new(runtime)),
+            config,
             dir,
             host_root,
             run,
             ids: AtomicU32::new(0),
             _tmp: Some(tmp),
         }
+    }
+
+    /// Stops the runtime (as a crash would: nothing is flushed or cleaned) and starts a new one
+    /// on the same state directory. `between` runs while no runtime holds the store.
+    pub async fn restart(&mut self, between: impl FnOnce(&DockerConfig)) {
+        let old = self.runtime.take().unwrap();
+        let old = std::sync::Arc::try_unwrap(old)
+            .unwrap_or_else(|_| panic!("the runtime is still shared"));
+        drop(old);
+        between(&self.config);
+        self.runtime = Some(std::sync::Arc::new(
+            DockerRuntime::start(self.config.clone()).await.unwrap(),
+        ));
+    }
+
+    /// The runtime under test.
+    pub fn runtime(&self) -> &std::sync::Arc<DockerRuntime> {
+        self.runtime.as_ref().unwrap()
+    }
+
+    /// Creates from a JSON request.
+    pub async fn create(
+        &self,
+        request: serde_json::Value,
+    ) -> Result<berth_core::model::SandboxRecord, berth_core::runtime::RuntimeError> {
+        use berth_core::runtime::Runtime;
+        self.runtime().create(self.create_request(request)).await
+    }
+
+    /// The mountpoint of a named volume on the host.
+    pub fn volume_mountpoint(&self, name: &str) -> PathBuf {
+        let out = Command::new("docker")
+            .args(["volume", "inspect", "--format", "{{.Mountpoint}}", name])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "no volume {name}");
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    }
+
+    /// Whether a named volume exists.
+    pub fn volume_mountpoint_exists(&self, name: &str) -> bool {
+        Command::new("docker")
+            .args(["volume", "inspect", name])
+            .output()
+            .unwrap()
+            .status
+            .success()
     }
 
     /// A fresh sandbox id, unique across runs.
