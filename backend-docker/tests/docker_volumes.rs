@@ -188,7 +188,8 @@ async fn a_create_that_fails_at_start_leaves_nothing_behind() {
     ]));
     request["entrypoint"] = json!(["/no/such/program"]);
     let err = env.create(request).await.unwrap_err();
-    assert_eq!(err.code(), ErrorCode::GeneralInternalError, "{err}");
+    assert_eq!(err.code(), ErrorCode::SandboxInvalidParameter, "{err}");
+    assert!(err.to_string().contains("/no/such/program"), "{err}");
     let (containers, volumes) = common::leftovers(&env.run);
     assert!(containers.is_empty(), "containers left: {containers:?}");
     assert!(

@@ -303,7 +303,19 @@ impl DockerRuntime {
             .docker
             .start_container(&created.id, None)
             .await
-            .map_err(docker_error("starting container"))?;
+            .map_err(|e| match e {
+                // The engine could not run the entry process (no such program, not executable): the
+                // request's fault, answered with what the engine said.
+                bollard::errors::Error::DockerResponseServerError {
+                    status_code: 400,
+                    message,
+                } => rejected(
+                    "entrypoint".into(),
+                    ErrorCode::SandboxInvalidParameter,
+                    format!("the engine could not start the entry process: {message}"),
+                ),
+                other => docker_error("starting container")(other),
+            })?;
         let inspect = self
             .engine
             .docker
