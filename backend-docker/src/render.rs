@@ -216,3 +216,121 @@ pub fn render_nfs_volume(
         ..Default::default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_core::model::{HostPath, SandboxSpec};
+    use berth_core::validate::StoragePolicy;
+    use std::path::Path;
+
+    fn config() -> DockerConfig {
+        let mut config = DockerConfig::with_state_dir(PathBuf::from("/var/lib/berth"));
+        config.published_ports = vec![8080];
+        config
+    }
+
+    fn spec() -> SandboxSpec {
+        let request = serde_json::json!({
+            "image": {"uri": "team/agent:1", "auth": {"username": "robot", "password": "hunter2"}},
+            "entrypoint": ["python", "-m", "agent"],
+            "resourceLimits": {"cpu": "1500m", "memory": "512Mi"},
+            "env": {"SESSION": "uid-1-session-1"},
+            "timeout": 3600,
+            "volumes": [
+                {"name": "work", "pvc": {"claimName": "sessions"}, "mountPath": "/workspace", "subPath": "uid-1/session-1"},
+                {"name": "cache", "pvc": {"claimName": "pip-cache"}, "mountPath": "/root/.cache"},
+                {"name": "skills", "host": {"path": "/data/opensandbox/skills"}, "mountPath": "/skills", "readOnly": true},
+                {"name": "archive", "nfs": {"server": "nas.example.org", "path": "/exports/archive", "options": ["vers=4.1", "hard"]},
+                 "mountPath": "/workspace/archive", "readOnly": true}
+            ]
+        });
+        let policy = StoragePolicy {
+            allowed_host_roots: vec![HostPath::new("/data/opensandbox").unwrap()],
+            max_timeout_seconds: None,
+        };
+        SandboxSpec::from_request(serde_json::from_value(request).unwrap(), &policy).unwrap()
+    }
+
+    fn rendered(api: ApiVersion) -> serde_json::Value {
+        let id = SandboxId::new("abc123").unwrap();
+        let spec = spec();
+        let mounts: Vec<PlannedMount> = spec
+            .volumes_in_mount_order()
+            .into_iter()
+            .filter_map(|v| plan_mount(&id, v, Path::new("/var/lib/berth/mounts")))
+            .collect();
+        let expires = chrono::DateTime::from_timestamp(1_800_000_000, 0);
+        serde_json::to_value(render_container(
+            &config(),
+            api,
+            &id,
+            &spec,
+            &mounts,
+            expires,
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn container_body_on_api_1_41() {
+        let body = rendered(ApiVersion {
+            major: 1,
+            minor: 41,
+        });
+        assert!(
+            !body.to_string().contains("hunter2"),
+            "registry credentials are not part of the body"
+        );
+        insta::assert_json_snapshot!("container_body_api_1_41", body);
+    }
+
+    /// Nothing newer than 1.41 is sent yet, so a newer engine gets the same body; when a gated
+    /// field is added, this snapshot diverges from the 1.41 one.
+    #[test]
+    fn container_body_on_api_1_45() {
+        assert_eq!(
+            rendered(ApiVersion {
+                major: 1,
+                minor: 45
+            }),
+            rendered(ApiVersion {
+                major: 1,
+                minor: 41
+            })
+        );
+    }
+
+    #[test]
+    fn nfs_volume_options() {
+        let id = SandboxId::new("abc123").unwrap();
+        let spec = spec();
+        let volume = &spec.volumes[3];
+        let VolumeSource::Nfs(nfs) = &volume.source else {
+            panic!("not nfs")
+        };
+        let body = serde_json::to_value(render_nfs_volume(&config(), &id, volume, nfs)).unwrap();
+        insta::assert_json_snapshot!("nfs_volume", body);
+    }
+
+    #[test]
+    fn nfs_ipv6_servers_lose_their_brackets() {
+        let request = serde_json::json!({"image": {"uri": "a"}, "entrypoint": ["sh"], "resourceLimits": {},
+            "volumes": [{"name": "n", "nfs": {"server": "[fd00::1]", "path": "/e"}, "mountPath": "/n"}]});
+        let spec = SandboxSpec::from_request(
+            serde_json::from_value(request).unwrap(),
+            &StoragePolicy::default(),
+        )
+        .unwrap();
+        let VolumeSource::Nfs(nfs) = &spec.volumes[0].source else {
+            panic!("not nfs")
+        };
+        let body = render_nfs_volume(
+            &config(),
+            &SandboxId::new("x").unwrap(),
+            &spec.volumes[0],
+            nfs,
+        );
+        assert_eq!(body.driver_opts.unwrap()["o"], "addr=fd00::1");
+    }
+}

@@ -48,9 +48,49 @@ fn ci() -> Result<(), String> {
 /// skip) when the engine cannot be reached.
 fn test(extra: &[String]) -> Result<(), String> {
     test_image::ensure()?;
+    sweep_test_leftovers();
     let mut args = vec!["test", "--workspace", "--all-features"];
     args.extend(extra.iter().map(String::as_str));
-    cargo(&args)
+    let result = cargo(&args);
+    sweep_test_leftovers();
+    result
+}
+
+/// Removes containers and volumes of earlier test runs that could not clean up (a killed run):
+/// everything labelled `berth.test=1`. Each test removes its own; this is the safety net.
+fn sweep_test_leftovers() {
+    let list = |args: &[&str]| -> Vec<String> {
+        Command::new("docker")
+            .args(args)
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .map(str::to_owned)
+                    .filter(|l| !l.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let containers = list(&["ps", "-aq", "--filter", "label=berth.test=1"]);
+    if !containers.is_empty() {
+        eprintln!(
+            "xtask: removing {} leftover test container(s)",
+            containers.len()
+        );
+        let _ = Command::new("docker")
+            .args(["rm", "-f"])
+            .args(&containers)
+            .output();
+    }
+    let volumes = list(&["volume", "ls", "-q", "--filter", "label=berth.test=1"]);
+    if !volumes.is_empty() {
+        eprintln!("xtask: removing {} leftover test volume(s)", volumes.len());
+        let _ = Command::new("docker")
+            .args(["volume", "rm", "-f"])
+            .args(&volumes)
+            .output();
+    }
 }
 
 /// Runs cargo (the one that runs this xtask) and fails on a non-zero exit.
