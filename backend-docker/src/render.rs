@@ -8,7 +8,8 @@ use std::path::PathBuf;
 
 use berth_core::model::{NfsSource, SandboxId, SandboxSpec, Volume, VolumeSource};
 use bollard::models::{
-    ContainerCreateBody, HostConfig, Mount, MountType, PortBinding, VolumeCreateRequest,
+    ContainerCreateBody, HostConfig, Mount, MountBindOptions, MountType, PortBinding,
+    VolumeCreateRequest,
 };
 use chrono::{DateTime, Utc};
 
@@ -116,8 +117,6 @@ pub fn render_container(
     mounts: &[PlannedMount],
     expires_at: Option<DateTime<Utc>>,
 ) -> ContainerCreateBody {
-    // Nothing below is newer than API 1.41; fields gated on `api` would go here.
-    let _ = api;
     let mut labels = base_labels(config);
     labels.insert(LABEL_ID.into(), id.to_string());
     if let Some(expires_at) = expires_at {
@@ -145,11 +144,21 @@ pub fn render_container(
                 MountSource::Bind(path) => (MountType::BIND, path.display().to_string()),
                 MountSource::NamedVolume(name) => (MountType::VOLUME, name.clone()),
             };
+            // API >= 1.44: have the engine refuse rather than silently fall back to a
+            // non-recursive read-only bind. (Staged binds are already read-only recursively;
+            // this also covers unstaged paths.) Older engines would ignore the field: never sent.
+            let bind_options =
+                (m.read_only && typ == MountType::BIND && api.has_read_only_force_recursive())
+                    .then(|| MountBindOptions {
+                        read_only_force_recursive: Some(true),
+                        ..Default::default()
+                    });
             Mount {
                 target: Some(m.target.clone()),
                 source: Some(source),
                 typ: Some(typ),
                 read_only: Some(m.read_only),
+                bind_options,
                 ..Default::default()
             }
         })
@@ -285,19 +294,23 @@ mod tests {
         insta::assert_json_snapshot!("container_body_api_1_41", body);
     }
 
-    /// Nothing newer than 1.41 is sent yet, so a newer engine gets the same body; when a gated
-    /// field is added, this snapshot diverges from the 1.41 one.
+    /// A newer engine gets `ReadOnlyForceRecursive` on read-only binds; 1.41 never does.
     #[test]
-    fn container_body_on_api_1_45() {
+    fn container_body_on_api_1_44_and_newer() {
+        let old = rendered(ApiVersion {
+            major: 1,
+            minor: 41,
+        });
+        assert!(!old.to_string().contains("ReadOnlyForceRecursive"));
+        let new = rendered(ApiVersion {
+            major: 1,
+            minor: 45,
+        });
+        insta::assert_json_snapshot!("container_body_api_1_45", new);
         assert_eq!(
-            rendered(ApiVersion {
-                major: 1,
-                minor: 45
-            }),
-            rendered(ApiVersion {
-                major: 1,
-                minor: 41
-            })
+            new.to_string().matches("ReadOnlyForceRecursive").count(),
+            1,
+            "only the read-only bind gets it"
         );
     }
 

@@ -612,24 +612,34 @@ impl DockerRuntime {
         self.release(stored, false).await
     }
 
+    /// Every step is attempted even when an earlier one fails; the first failure is returned.
+    /// A delete whose staging mounts cannot be released keeps its record, so the delete can be
+    /// retried; a rollback always drops it (startup reconciliation releases stale staging).
     async fn release(
         &self,
         stored: &StoredSandbox,
         rolling_back: bool,
     ) -> Result<(), RuntimeError> {
+        let mut first_error: Option<RuntimeError> = None;
+        let mut note = |e: RuntimeError| {
+            tracing::error!(sandbox = %stored.id, error = %e, "releasing sandbox resources");
+            first_error.get_or_insert(e);
+        };
+        let mut staging_released = true;
         if let Some(area) = &self.staging {
             let area = Arc::clone(area);
             let sandbox = stored.id.clone();
-            tokio::task::spawn_blocking(move || area.release_sandbox(&sandbox))
+            let released = tokio::task::spawn_blocking(move || area.release_sandbox(&sandbox))
                 .await
-                .map_err(|e| RuntimeError::Internal {
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()));
+            if let Err(detail) = released {
+                staging_released = false;
+                note(RuntimeError::Internal {
                     context: "releasing staging mounts".into(),
-                    detail: e.to_string(),
-                })?
-                .map_err(|e| RuntimeError::Internal {
-                    context: "releasing staging mounts".into(),
-                    detail: e.to_string(),
-                })?;
+                    detail,
+                });
+            }
         }
         for name in &stored.sandbox_volumes {
             match self
@@ -640,19 +650,30 @@ impl DockerRuntime {
             {
                 Ok(()) => {}
                 Err(e) if is_not_found(&e) => {}
-                Err(e) => return Err(docker_error("removing NFS volume")(e)),
+                Err(e) => note(docker_error("removing NFS volume")(e)),
             }
+        }
+        if !staging_released && !rolling_back {
+            return Err(first_error.unwrap_or_else(|| RuntimeError::Internal {
+                context: "releasing staging mounts".into(),
+                detail: "failed".into(),
+            }));
         }
         let _guard = self.volume_lock.lock().await;
         for created in &stored.created_volumes {
-            if rolling_back || created.delete_on_termination {
-                self.store
-                    .schedule_volume_removal(created)
-                    .map_err(store_error)?;
+            if (rolling_back || created.delete_on_termination)
+                && let Err(e) = self.store.schedule_volume_removal(created)
+            {
+                note(store_error(e));
             }
         }
-        self.store.remove(&stored.id).map_err(store_error)?;
-        self.sweep_volumes().await
+        if let Err(e) = self.store.remove(&stored.id) {
+            note(store_error(e));
+        }
+        if let Err(e) = self.sweep_volumes().await {
+            note(e);
+        }
+        first_error.map_or(Ok(()), Err)
     }
 
     pub(super) async fn render_sandbox(
