@@ -23,7 +23,10 @@ async fn wait_for(env: &TestEnv, id: &SandboxId, want: SandboxState) -> SandboxR
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("{id} never became {want}: {:?}", env.runtime().get(id).await.unwrap().status);
+    panic!(
+        "{id} never became {want}: {:?}",
+        env.runtime().get(id).await.unwrap().status
+    );
 }
 
 fn running(script: &str, memory: &str) -> serde_json::Value {
@@ -33,9 +36,24 @@ fn running(script: &str, memory: &str) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exits_and_oom_kills_become_terminated_and_failed() {
     let env = TestEnv::new("states").await;
-    let ok = env.create(running("sleep 1; exit 0", "64Mi")).await.unwrap().id;
-    let bad = env.create(running("sleep 1; exit 3", "64Mi")).await.unwrap().id;
-    let oom = env.create(running("sleep 1; dd if=/dev/zero of=/dev/null bs=64M count=1", "8Mi")).await.unwrap().id;
+    let ok = env
+        .create(running("sleep 1; exit 0", "64Mi"))
+        .await
+        .unwrap()
+        .id;
+    let bad = env
+        .create(running("sleep 1; exit 3", "64Mi"))
+        .await
+        .unwrap()
+        .id;
+    let oom = env
+        .create(running(
+            "sleep 1; dd if=/dev/zero of=/dev/null bs=64M count=1",
+            "8Mi",
+        ))
+        .await
+        .unwrap()
+        .id;
 
     let done = wait_for(&env, &ok, SandboxState::Terminated).await;
     assert_eq!(done.status.reason.as_deref(), Some("exited"));
@@ -43,12 +61,26 @@ async fn exits_and_oom_kills_become_terminated_and_failed() {
     assert_eq!(failed.status.reason.as_deref(), Some("exited_with_error"));
     assert!(failed.status.message.unwrap().contains("code 3"));
     let killed = wait_for(&env, &oom, SandboxState::Failed).await;
-    assert_eq!(killed.status.reason.as_deref(), Some("oom_killed"), "{:?}", killed.status);
+    assert_eq!(
+        killed.status.reason.as_deref(),
+        Some("oom_killed"),
+        "{:?}",
+        killed.status
+    );
 
     // An ended sandbox can be neither paused nor resumed, and has no endpoint.
-    assert_eq!(env.runtime().pause(&ok).await.unwrap_err().code(), ErrorCode::SandboxInvalidState);
-    assert_eq!(env.runtime().resume(&bad).await.unwrap_err().code(), ErrorCode::SandboxInvalidState);
-    assert_eq!(env.runtime().endpoint(&ok, 80).await.unwrap_err().code(), ErrorCode::SandboxEndpointNotAvailable);
+    assert_eq!(
+        env.runtime().pause(&ok).await.unwrap_err().code(),
+        ErrorCode::SandboxInvalidState
+    );
+    assert_eq!(
+        env.runtime().resume(&bad).await.unwrap_err().code(),
+        ErrorCode::SandboxInvalidState
+    );
+    assert_eq!(
+        env.runtime().endpoint(&ok, 80).await.unwrap_err().code(),
+        ErrorCode::SandboxEndpointNotAvailable
+    );
     for id in [ok, bad, oom] {
         env.runtime().delete(&id).await.unwrap();
     }
@@ -59,17 +91,38 @@ async fn changes_made_outside_berth_show_up() {
     let env = TestEnv::new("outside").await;
     let id = env.create(running("sleep 3600", "64Mi")).await.unwrap().id;
     let name = format!("sandbox-{id}");
-    assert!(std::process::Command::new("docker").args(["pause", &name]).status().unwrap().success());
+    assert!(
+        std::process::Command::new("docker")
+            .args(["pause", &name])
+            .status()
+            .unwrap()
+            .success()
+    );
     wait_for(&env, &id, SandboxState::Paused).await;
     // Paused by someone else: pausing again is a clean 409, resuming works.
-    assert_eq!(env.runtime().pause(&id).await.unwrap_err().code(), ErrorCode::SandboxInvalidState);
+    assert_eq!(
+        env.runtime().pause(&id).await.unwrap_err().code(),
+        ErrorCode::SandboxInvalidState
+    );
     env.runtime().resume(&id).await.unwrap();
-    assert_eq!(env.runtime().get(&id).await.unwrap().status.state, SandboxState::Running);
+    assert_eq!(
+        env.runtime().get(&id).await.unwrap().status.state,
+        SandboxState::Running
+    );
 
-    assert!(std::process::Command::new("docker").args(["rm", "-f", &name]).status().unwrap().success());
+    assert!(
+        std::process::Command::new("docker")
+            .args(["rm", "-f", &name])
+            .status()
+            .unwrap()
+            .success()
+    );
     let gone = wait_for(&env, &id, SandboxState::Failed).await;
     assert_eq!(gone.status.reason.as_deref(), Some("container_missing"));
     // Deleting it still releases what it held.
     env.runtime().delete(&id).await.unwrap();
-    assert_eq!(env.runtime().get(&id).await.unwrap_err().code(), ErrorCode::SandboxNotFound);
+    assert_eq!(
+        env.runtime().get(&id).await.unwrap_err().code(),
+        ErrorCode::SandboxNotFound
+    );
 }
