@@ -1,4 +1,218 @@
-//! Berth's HTTP API server. Implemented by issue 4 (DESIGN §2, §5–§6); for now the crate only
-//! establishes its place in the workspace and its dependency on `berth-core`.
+//! Berth's HTTP server: the OpenSandbox Lifecycle API v1 (DESIGN §2) over any `Runtime`.
+//!
+//! [`router`] builds the whole app; tests drive it with `tower::ServiceExt::oneshot`. Routes are
+//! served at `/v1` and at `/`. Every error is the two-field JSON body, made in one place
+//! ([`error::ApiError`]), including axum's own rejections, unknown routes, wrong methods and
+//! panics.
 
-pub use berth_core::runtime::Runtime;
+pub mod config;
+pub mod error;
+mod extract;
+mod handlers;
+pub mod list_query;
+mod locks;
+pub mod metrics;
+pub mod openapi;
+pub mod reaper;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderName, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use berth_core::ErrorCode;
+use berth_core::runtime::Runtime;
+use berth_core::validate::StoragePolicy;
+use subtle::ConstantTimeEq;
+use tokio::sync::Notify;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+
+use crate::error::ApiError;
+use crate::locks::SandboxLocks;
+use crate::metrics::Metrics;
+use crate::reaper::{Clock, SystemClock};
+
+/// The header clients authenticate with.
+pub const API_KEY_HEADER: &str = "open-sandbox-api-key";
+/// Largest accepted body.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// Everything the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// The runtime sandboxes run on.
+    pub runtime: Arc<dyn Runtime>,
+    /// Validation rules from configuration.
+    pub policy: Arc<StoragePolicy>,
+    /// The key clients must send, if any.
+    pub api_key: Option<Arc<str>>,
+    /// Serve `/metrics` without the key.
+    pub metrics_public: bool,
+    /// Per-sandbox serialisation of mutating calls.
+    pub locks: Arc<SandboxLocks>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Wakes the reaper after creates and renewals.
+    pub reaper_wakeup: Arc<Notify>,
+    /// Wall clock (replaceable in tests).
+    pub clock: Arc<dyn Clock>,
+}
+
+impl AppState {
+    /// State over `runtime` with `policy`; no API key, system clock.
+    pub fn new(runtime: Arc<dyn Runtime>, policy: StoragePolicy) -> Self {
+        Self {
+            runtime,
+            policy: Arc::new(policy),
+            api_key: None,
+            metrics_public: false,
+            locks: Arc::default(),
+            metrics: Arc::default(),
+            reaper_wakeup: Arc::default(),
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// Requires `key` on every route but `/health` and `/openapi.json`.
+    pub fn with_api_key(mut self, key: Option<String>, metrics_public: bool) -> Self {
+        self.api_key = key.map(Into::into);
+        self.metrics_public = metrics_public;
+        self
+    }
+}
+
+/// The lifecycle routes, mounted at `/v1` and at `/`.
+fn lifecycle_routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/sandboxes",
+            get(handlers::list_sandboxes).post(handlers::create_sandbox),
+        )
+        .route(
+            "/sandboxes/{sandbox_id}",
+            get(handlers::get_sandbox).delete(handlers::delete_sandbox),
+        )
+        .route(
+            "/sandboxes/{sandbox_id}/pause",
+            post(handlers::pause_sandbox),
+        )
+        .route(
+            "/sandboxes/{sandbox_id}/resume",
+            post(handlers::resume_sandbox),
+        )
+        .route(
+            "/sandboxes/{sandbox_id}/renew-expiration",
+            post(handlers::renew_sandbox),
+        )
+        .route(
+            "/sandboxes/{sandbox_id}/metadata",
+            axum::routing::patch(handlers::patch_metadata),
+        )
+        .route(
+            "/sandboxes/{sandbox_id}/endpoints/{port}",
+            get(handlers::get_endpoint),
+        )
+        .route(
+            "/sandboxes/{sandbox_id}/snapshots",
+            post(handlers::snapshots_not_implemented),
+        )
+        .route("/snapshots", get(handlers::snapshots_not_implemented))
+        .route(
+            "/snapshots/{snapshot_id}",
+            get(handlers::snapshots_not_implemented).delete(handlers::snapshots_not_implemented),
+        )
+        .route("/health", get(handlers::health))
+}
+
+/// The whole app.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .nest("/v1", lifecycle_routes())
+        .merge(lifecycle_routes())
+        .route("/metrics", get(handlers::metrics))
+        .route("/openapi.json", get(openapi::serve))
+        .fallback(|| async { ApiError::new(ErrorCode::GeneralNotFound, "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                ErrorCode::GeneralMethodNotAllowed,
+                "this route does not take that method",
+            )
+        })
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            record_metrics,
+        ))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::new(
+                ErrorCode::GeneralInternalError,
+                "internal error; the server log has the details",
+            )
+            .into_response()
+        }))
+        .layer(PropagateRequestIdLayer::new(HeaderName::from_static(
+            "x-request-id",
+        )))
+        .layer(SetRequestIdLayer::new(
+            HeaderName::from_static("x-request-id"),
+            MakeRequestUuid,
+        ))
+        .with_state(state)
+}
+
+/// Paths served without the key.
+fn is_open(path: &str, metrics_public: bool) -> bool {
+    matches!(path, "/health" | "/v1/health" | "/openapi.json")
+        || (metrics_public && path == "/metrics")
+}
+
+/// Checks the API key before anything else (also for unknown ids and routes), in constant time.
+async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let Some(key) = &state.api_key else {
+        return next.run(request).await;
+    };
+    if is_open(request.uri().path(), state.metrics_public) {
+        return next.run(request).await;
+    }
+    match request.headers().get(API_KEY_HEADER) {
+        None => ApiError::new(
+            ErrorCode::MissingApiKey,
+            "send the API key in the OPEN-SANDBOX-API-KEY header",
+        )
+        .into_response(),
+        Some(given) if bool::from(given.as_bytes().ct_eq(key.as_bytes())) => {
+            next.run(request).await
+        }
+        Some(_) => ApiError::new(
+            ErrorCode::InvalidApiKey,
+            "the OPEN-SANDBOX-API-KEY header does not match",
+        )
+        .into_response(),
+    }
+}
+
+async fn record_metrics(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().clone();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status();
+    state.metrics.record_request(
+        &format!("{method} {route}"),
+        status.as_u16(),
+        started.elapsed(),
+    );
+    if status == StatusCode::INTERNAL_SERVER_ERROR {
+        tracing::error!(%method, %route, "request answered 500");
+    }
+    response
+}

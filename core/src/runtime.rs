@@ -270,6 +270,9 @@ pub trait Runtime: Send + Sync {
     /// What this runtime can do.
     fn capabilities(&self) -> Capabilities;
 
+    /// Whether the engine or cluster answers now ([`RuntimeError::Unavailable`] if not).
+    async fn ping(&self) -> Result<(), RuntimeError>;
+
     /// Creates and starts a sandbox; returns once it runs. On failure nothing is left behind.
     async fn create(&self, request: CreateSandbox) -> Result<SandboxRecord, RuntimeError>;
 

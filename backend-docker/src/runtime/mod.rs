@@ -125,9 +125,11 @@ impl DockerRuntime {
     /// The sandbox as reported: the stored record with the index's view of its container.
     fn record_of(&self, stored: &StoredSandbox) -> SandboxRecord {
         let view = self.index.get(&stored.id);
+        // Milliseconds, like every other timestamp Berth reports.
         let at = view
             .as_ref()
             .and_then(|v| v.changed_at)
+            .map(|t| chrono::SubsecRound::trunc_subsecs(t, 3))
             .or(Some(stored.created_at));
         let status = match (stored.phase, view.map(|v| v.status)) {
             (crate::store::Phase::Creating, _) | (_, Some(ContainerStatus::Created)) => {
@@ -229,6 +231,17 @@ fn unreachable_id() -> SandboxId {
 impl Runtime for DockerRuntime {
     fn capabilities(&self) -> Capabilities {
         self.capabilities.clone()
+    }
+
+    async fn ping(&self) -> Result<(), RuntimeError> {
+        self.engine
+            .docker
+            .ping()
+            .await
+            .map(|_| ())
+            .map_err(|e| RuntimeError::Unavailable {
+                detail: e.to_string(),
+            })
     }
 
     async fn create(&self, request: CreateSandbox) -> Result<SandboxRecord, RuntimeError> {

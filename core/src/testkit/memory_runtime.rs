@@ -242,6 +242,10 @@ impl Runtime for InMemoryRuntime {
         self.capabilities.clone()
     }
 
+    async fn ping(&self) -> Result<(), RuntimeError> {
+        Self::available(&self.lock())
+    }
+
     async fn create(&self, request: CreateSandbox) -> Result<SandboxRecord, RuntimeError> {
         let mut state = self.lock();
         Self::available(&state)?;

@@ -1,0 +1,52 @@
+//! The OpenAPI document, generated from the Rust types (utoipa), served at `/openapi.json` and
+//! committed as `api/openapi.yaml` (a test fails when they drift; `cargo xtask openapi`
+//! rewrites the file).
+
+use axum::Json;
+use axum::response::IntoResponse;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::handlers;
+use berth_core::wire;
+
+/// The API key scheme of the spec.
+struct ApiKeyAuth;
+
+impl Modify for ApiKeyAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "apiKeyAuth",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("OPEN-SANDBOX-API-KEY"))),
+        );
+    }
+}
+
+/// Berth's API description.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Berth — OpenSandbox Lifecycle API", version = "1", description = "Sandbox lifecycle, wire-compatible with the OpenSandbox Lifecycle API v1, plus Berth's `volumes` report and dry runs."),
+    paths(
+        handlers::create_sandbox, handlers::list_sandboxes, handlers::get_sandbox, handlers::delete_sandbox,
+        handlers::pause_sandbox, handlers::resume_sandbox, handlers::renew_sandbox, handlers::patch_metadata,
+        handlers::get_endpoint, handlers::health,
+    ),
+    components(schemas(wire::ErrorResponse, wire::SandboxState, wire::VolumeBackendKind, wire::ReadOnlyMode)),
+    modifiers(&ApiKeyAuth),
+    security(("apiKeyAuth" = [])),
+    tags((name = "Sandboxes", description = "Sandbox lifecycle"), (name = "Server", description = "Server health"))
+)]
+pub struct ApiDoc;
+
+/// The document as YAML (what `api/openapi.yaml` holds).
+pub fn yaml() -> String {
+    ApiDoc::openapi()
+        .to_yaml()
+        .unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+}
+
+/// `GET /openapi.json`.
+pub async fn serve() -> impl IntoResponse {
+    Json(ApiDoc::openapi())
+}

@@ -1,0 +1,136 @@
+//! The expiry reaper (DESIGN §5): deletes each sandbox within a second of its `expiresAt`. It
+//! asks the runtime what exists (so it survives restarts: expiries live in the runtime's state),
+//! sleeps until the next expiry or until woken by a create or renewal, and treats a sandbox that
+//! is already gone as done. Deleting goes through the runtime, which releases exactly what
+//! `deleteOnSandboxTermination` says.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_core::model::{SandboxId, SandboxRecord};
+use berth_core::runtime::RuntimeError;
+use chrono::{DateTime, Utc};
+
+use crate::AppState;
+
+/// Longest sleep between looks, so expiries set outside this process are still found.
+const MAX_SLEEP: Duration = Duration::from_secs(30);
+
+/// Wall-clock time, replaceable in tests.
+pub trait Clock: Send + Sync {
+    /// Now.
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// Sandboxes whose expiry has come.
+pub fn due(records: &[SandboxRecord], now: DateTime<Utc>) -> Vec<SandboxId> {
+    records
+        .iter()
+        .filter(|r| r.expires_at.is_some_and(|e| e <= now))
+        .map(|r| r.id.clone())
+        .collect()
+}
+
+/// How long to sleep before the next expiry (at most [`MAX_SLEEP`]).
+pub fn sleep_until_next(records: &[SandboxRecord], now: DateTime<Utc>) -> Duration {
+    records
+        .iter()
+        .filter_map(|r| r.expires_at)
+        .filter(|e| *e > now)
+        .min()
+        .and_then(|next| (next - now).to_std().ok())
+        .map_or(MAX_SLEEP, |d| d.min(MAX_SLEEP))
+}
+
+/// Runs forever: reap what is due, sleep until the next expiry or a wake-up.
+pub async fn run(state: AppState, clock: Arc<dyn Clock>) {
+    loop {
+        let records = match state.runtime.list().await {
+            Ok(records) => records,
+            Err(e) => {
+                tracing::warn!(error = %e, "reaper: cannot list sandboxes; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let now = clock.now();
+        for id in due(&records, now) {
+            let _guard = state.locks.lock(&id).await;
+            // Re-read under the lock: a renewal may have just moved the expiry.
+            match state.runtime.get(&id).await {
+                Ok(r) if r.expires_at.is_some_and(|e| e <= clock.now()) => {}
+                Ok(_) | Err(RuntimeError::NotFound { .. }) => continue,
+                Err(e) => {
+                    tracing::warn!(sandbox = %id, error = %e, "reaper: cannot read sandbox");
+                    continue;
+                }
+            }
+            match state.runtime.delete(&id).await {
+                Ok(()) => {
+                    tracing::info!(sandbox = %id, "reaper: deleted expired sandbox");
+                    state.metrics.record_reaper("deleted");
+                    state.locks.forget(&id);
+                }
+                Err(RuntimeError::NotFound { .. }) => state.metrics.record_reaper("already_gone"),
+                Err(e) => {
+                    tracing::error!(sandbox = %id, error = %e, "reaper: deleting expired sandbox failed");
+                    state.metrics.record_reaper("failed");
+                }
+            }
+        }
+        let sleep = sleep_until_next(&records, clock.now());
+        tokio::select! {
+            () = tokio::time::sleep(sleep) => {}
+            () = state.reaper_wakeup.notified() => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_core::model::{SandboxState, SandboxStatus};
+
+    fn record(id: &str, expires: Option<DateTime<Utc>>) -> SandboxRecord {
+        let at = DateTime::from_timestamp(0, 0).unwrap();
+        SandboxRecord {
+            id: SandboxId::new(id).unwrap(),
+            image: "i".into(),
+            platform: None,
+            entrypoint: vec![],
+            metadata: Default::default(),
+            status: SandboxStatus::new(SandboxState::Running, at),
+            created_at: at,
+            expires_at: expires,
+            volumes: vec![],
+        }
+    }
+
+    #[test]
+    fn due_and_next_wakeup() {
+        let now = DateTime::from_timestamp(1000, 0).unwrap();
+        let at = |s| DateTime::from_timestamp(s, 0);
+        let records = vec![
+            record("a", at(999)),
+            record("b", at(1000)),
+            record("c", at(1005)),
+            record("d", None),
+            record("e", at(1100)),
+        ];
+        let due: Vec<String> = due(&records, now).iter().map(ToString::to_string).collect();
+        assert_eq!(due, ["a", "b"]);
+        assert_eq!(sleep_until_next(&records, now), Duration::from_secs(5));
+        assert_eq!(sleep_until_next(&records[3..4], now), MAX_SLEEP);
+        assert_eq!(sleep_until_next(&[record("f", at(5000))], now), MAX_SLEEP);
+    }
+}
