@@ -104,6 +104,8 @@ pub struct DockerSection {
     pub drop_capabilities: Option<Vec<String>>,
     /// Process limit per sandbox.
     pub pids_limit: i64,
+    /// Labels added to every container and volume Berth creates.
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for DockerSection {
@@ -115,6 +117,7 @@ impl Default for DockerSection {
             published_ports: Vec::new(),
             drop_capabilities: None,
             pids_limit: 4096,
+            labels: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -273,6 +276,7 @@ impl Config {
             docker.drop_capabilities = caps.clone();
         }
         docker.pids_limit = self.docker.pids_limit;
+        docker.extra_labels = self.docker.labels.clone();
         docker.allowed_host_paths = self.storage.allowed_host_paths.clone();
         docker.allow_unstaged_paths = self.storage.allow_unstaged_paths;
         docker
