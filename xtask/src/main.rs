@@ -4,6 +4,7 @@
 //! - `test`: the whole test suite (every crate, every feature).
 //! - `bench`: the benchmarks.
 //! - `test-image`: builds the image the Docker tests run (`berth-test/busybox:latest`).
+//! - `openapi`: rewrites `api/openapi.yaml` from the Rust types.
 
 mod test_image;
 
@@ -16,8 +17,11 @@ fn main() -> ExitCode {
         Some("test") => test(&args[1..]),
         Some("bench") => cargo(&["bench", "--workspace"]),
         Some("test-image") => test_image::ensure(),
+        Some("openapi") => openapi(),
         _ => {
-            eprintln!("usage: cargo xtask <ci | test [cargo test args] | bench | test-image>");
+            eprintln!(
+                "usage: cargo xtask <ci | test [cargo test args] | bench | test-image | openapi>"
+            );
             return ExitCode::from(2);
         }
     };
@@ -28,6 +32,34 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Regenerates `api/openapi.yaml` (the drift test compares against it and never writes it).
+fn openapi() -> Result<(), String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let out = Command::new(cargo)
+        .args([
+            "run",
+            "--quiet",
+            "-p",
+            "berth-api",
+            "--bin",
+            "berth-server",
+            "--",
+            "--print-openapi",
+        ])
+        .output()
+        .map_err(|e| format!("running berth-server --print-openapi: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "berth-server --print-openapi failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../api/openapi.yaml");
+    std::fs::write(&path, &out.stdout).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    eprintln!("xtask: wrote {}", path.display());
+    Ok(())
 }
 
 fn ci() -> Result<(), String> {

@@ -1,0 +1,154 @@
+//! The expiry reaper: with tokio's paused clock, a sandbox is deleted when (and not before) its
+//! expiry comes, a renewal moves that, and `deleteOnSandboxTermination` is honoured on expiry;
+//! with the real clock, a sandbox renewed to expire two seconds ahead is gone shortly after.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_api::reaper::{self, Clock};
+use berth_api::{AppState, router};
+use berth_core::model::{ClaimName, SandboxId};
+use berth_core::runtime::Runtime;
+use berth_core::testkit::InMemoryRuntime;
+use berth_core::validate::StoragePolicy;
+use chrono::{DateTime, Utc};
+use tower::ServiceExt;
+
+/// Wall clock that moves with tokio's (paused) clock.
+struct TokioClock {
+    base: DateTime<Utc>,
+    start: tokio::time::Instant,
+}
+
+impl Clock for TokioClock {
+    fn now(&self) -> DateTime<Utc> {
+        self.base + chrono::TimeDelta::from_std(self.start.elapsed()).unwrap()
+    }
+}
+
+async fn post(app: &axum::Router, uri: &str, body: serde_json::Value) -> serde_json::Value {
+    let request = axum::http::Request::post(uri)
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(body.to_string()))
+        .unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert!(
+        status.is_success(),
+        "{status}: {}",
+        String::from_utf8_lossy(&bytes)
+    );
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+fn state(runtime: Arc<InMemoryRuntime>, clock: Arc<dyn Clock>) -> AppState {
+    let mut state = AppState::new(runtime, StoragePolicy::default());
+    state.clock = clock;
+    state
+}
+
+#[tokio::test(start_paused = true)]
+async fn expiry_renewal_and_release_on_the_paused_clock() {
+    let runtime = Arc::new(InMemoryRuntime::new());
+    runtime.add_image("img");
+    let clock: Arc<dyn Clock> = Arc::new(TokioClock {
+        base: Utc::now(),
+        start: tokio::time::Instant::now(),
+    });
+    let state = state(runtime.clone(), clock.clone());
+    let app = router(state.clone());
+    let reaper = tokio::spawn(reaper::run(state.clone(), clock.clone()));
+    let body = |timeout: u64| {
+        serde_json::json!({"image": {"uri": "img"}, "entrypoint": ["sh"], "resourceLimits": {}, "timeout": timeout,
+            "volumes": [{"name": "w", "pvc": {"claimName": format!("made-{timeout}"), "deleteOnSandboxTermination": true}, "mountPath": "/w"}]})
+    };
+    let short = SandboxId::new(
+        post(&app, "/v1/sandboxes", body(60)).await["id"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let renewed = SandboxId::new(
+        post(&app, "/v1/sandboxes", body(61)).await["id"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let later = (clock.now() + chrono::TimeDelta::seconds(300)).to_rfc3339();
+    post(
+        &app,
+        &format!("/v1/sandboxes/{renewed}/renew-expiration"),
+        serde_json::json!({"expiresAt": later}),
+    )
+    .await;
+
+    tokio::time::sleep(Duration::from_millis(59_500)).await;
+    assert!(
+        runtime.get(&short).await.is_ok(),
+        "deleted before its expiry"
+    );
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert!(
+        runtime.get(&short).await.is_err(),
+        "not deleted within a second of its expiry"
+    );
+    assert!(
+        !runtime.has_claim(&ClaimName::new("made-60").unwrap()),
+        "deleteOnSandboxTermination not honoured on expiry"
+    );
+    assert!(
+        runtime.get(&renewed).await.is_ok(),
+        "a renewed sandbox was deleted at its old expiry"
+    );
+    tokio::time::sleep(Duration::from_secs(240)).await;
+    assert!(
+        runtime.get(&renewed).await.is_err(),
+        "the renewed expiry was not honoured"
+    );
+    assert_eq!(state.metrics.reaper_count("deleted"), 2);
+    reaper.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandbox_renewed_to_two_seconds_ahead_is_gone_on_the_real_clock() {
+    let runtime = Arc::new(InMemoryRuntime::new());
+    runtime.add_image("img");
+    let state = AppState::new(runtime.clone(), StoragePolicy::default());
+    let app = router(state.clone());
+    let reaper = tokio::spawn(reaper::run(state.clone(), state.clock.clone()));
+    let body = serde_json::json!({"image": {"uri": "img"}, "entrypoint": ["sh"], "resourceLimits": {}, "timeout": 3600});
+    let id = SandboxId::new(
+        post(&app, "/v1/sandboxes", body).await["id"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let expires = Utc::now() + chrono::TimeDelta::seconds(2);
+    post(
+        &app,
+        &format!("/v1/sandboxes/{id}/renew-expiration"),
+        serde_json::json!({"expiresAt": expires.to_rfc3339()}),
+    )
+    .await;
+    let started = std::time::Instant::now();
+    while runtime.get(&id).await.is_ok() {
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "still there a second after its expiry"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let late = Utc::now() - expires;
+    println!("deleted {} ms after expiresAt", late.num_milliseconds());
+    assert!(
+        late < chrono::TimeDelta::seconds(1),
+        "deleted {late} after expiry"
+    );
+    reaper.abort();
+}
