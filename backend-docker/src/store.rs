@@ -137,10 +137,12 @@ fn into_redb<E: Into<redb::Error>>(e: E) -> redb::Error {
     e.into()
 }
 
-/// The store.
+/// The store: the database on disk, mirrored in memory so reads never decode it (the process
+/// holds the database's lock, so nobody else writes it).
 #[derive(Debug)]
 pub struct Store {
     db: Database,
+    sandboxes: std::sync::RwLock<std::collections::HashMap<String, StoredSandbox>>,
 }
 
 impl Store {
@@ -149,13 +151,22 @@ impl Store {
         let db = Database::create(path)
             .map_err(into_redb)
             .map_err(db_error("opening"))?;
-        let store = Self { db };
+        let mut store = Self {
+            db,
+            sandboxes: Default::default(),
+        };
         // Make the tables exist so readers never meet a missing table.
         store.write(|tx| {
             tx.open_table(SANDBOXES)?;
             tx.open_table(VOLUMES_TO_REMOVE)?;
             Ok(())
         })?;
+        let loaded: Vec<StoredSandbox> = store.read_table(SANDBOXES)?;
+        *store
+            .sandboxes
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            loaded.into_iter().map(|s| (s.id.clone(), s)).collect();
         Ok(store)
     }
 
@@ -184,7 +195,10 @@ impl Store {
             tx.open_table(SANDBOXES)?
                 .insert(sandbox.id.as_str(), bytes.as_slice())?;
             Ok(())
-        })
+        })?;
+        // Mirrored only after the commit: memory never shows what the disk does not hold.
+        self.cache_mut().insert(sandbox.id.clone(), sandbox.clone());
+        Ok(())
     }
 
     /// Removes a sandbox record (absent is fine).
@@ -192,44 +206,54 @@ impl Store {
         self.write(|tx| {
             tx.open_table(SANDBOXES)?.remove(id)?;
             Ok(())
-        })
+        })?;
+        self.cache_mut().remove(id);
+        Ok(())
+    }
+
+    fn cache(
+        &self,
+    ) -> std::sync::RwLockReadGuard<'_, std::collections::HashMap<String, StoredSandbox>> {
+        self.sandboxes
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn cache_mut(
+        &self,
+    ) -> std::sync::RwLockWriteGuard<'_, std::collections::HashMap<String, StoredSandbox>> {
+        self.sandboxes
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// One record.
     pub fn get(&self, id: &str) -> Result<Option<StoredSandbox>, StoreError> {
-        let tx = self
-            .db
-            .begin_read()
-            .map_err(into_redb)
-            .map_err(db_error("beginning a read"))?;
-        let table = tx
-            .open_table(SANDBOXES)
-            .map_err(into_redb)
-            .map_err(db_error("opening table"))?;
-        let Some(value) = table
-            .get(id)
-            .map_err(into_redb)
-            .map_err(db_error("reading"))?
-        else {
-            return Ok(None);
-        };
-        serde_json::from_slice(value.value())
-            .map(Some)
-            .map_err(|source| StoreError::Decode {
-                key: id.to_owned(),
-                source,
-            })
+        Ok(self.cache().get(id).cloned())
     }
 
     /// Every record.
     pub fn all(&self) -> Result<Vec<StoredSandbox>, StoreError> {
+        Ok(self.cache().values().cloned().collect())
+    }
+
+    /// Runs `f` over every record without copying them.
+    pub fn for_each(&self, mut f: impl FnMut(&StoredSandbox)) {
+        self.cache().values().for_each(&mut f);
+    }
+
+    /// Every value of a table, decoded.
+    fn read_table<T: serde::de::DeserializeOwned>(
+        &self,
+        definition: TableDefinition<'_, &str, &[u8]>,
+    ) -> Result<Vec<T>, StoreError> {
         let tx = self
             .db
             .begin_read()
             .map_err(into_redb)
             .map_err(db_error("beginning a read"))?;
         let table = tx
-            .open_table(SANDBOXES)
+            .open_table(definition)
             .map_err(into_redb)
             .map_err(db_error("opening table"))?;
         let mut out = Vec::new();
@@ -239,12 +263,12 @@ impl Store {
             .map_err(db_error("listing"))?
         {
             let (key, value) = entry.map_err(into_redb).map_err(db_error("listing"))?;
-            let record =
+            let decoded =
                 serde_json::from_slice(value.value()).map_err(|source| StoreError::Decode {
                     key: key.value().to_owned(),
                     source,
                 })?;
-            out.push(record);
+            out.push(decoded);
         }
         Ok(out)
     }
@@ -264,30 +288,7 @@ impl Store {
 
     /// Volumes waiting for removal.
     pub fn volumes_to_remove(&self) -> Result<Vec<CreatedVolume>, StoreError> {
-        let tx = self
-            .db
-            .begin_read()
-            .map_err(into_redb)
-            .map_err(db_error("beginning a read"))?;
-        let table = tx
-            .open_table(VOLUMES_TO_REMOVE)
-            .map_err(into_redb)
-            .map_err(db_error("opening table"))?;
-        let mut out = Vec::new();
-        for entry in table
-            .iter()
-            .map_err(into_redb)
-            .map_err(db_error("listing"))?
-        {
-            let (key, value) = entry.map_err(into_redb).map_err(db_error("listing"))?;
-            out.push(serde_json::from_slice(value.value()).map_err(|source| {
-                StoreError::Decode {
-                    key: key.value().to_owned(),
-                    source,
-                }
-            })?);
-        }
-        Ok(out)
+        self.read_table(VOLUMES_TO_REMOVE)
     }
 
     /// Forgets a scheduled removal.

@@ -15,7 +15,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("test") => test(&args[1..]),
-        Some("bench") => cargo(&["bench", "--workspace"]),
+        Some("bench") => test_image::ensure().and_then(|()| cargo(&["bench", "--workspace"])),
         Some("test-image") => test_image::ensure(),
         Some("openapi") => openapi(),
         _ => {

@@ -253,13 +253,9 @@ impl Runtime for DockerRuntime {
     }
 
     async fn list(&self) -> Result<Vec<SandboxRecord>, RuntimeError> {
-        Ok(self
-            .store
-            .all()
-            .map_err(store_error)?
-            .iter()
-            .map(|s| self.record_of(s))
-            .collect())
+        let mut records = Vec::new();
+        self.store.for_each(|s| records.push(self.record_of(s)));
+        Ok(records)
     }
 
     async fn delete(&self, id: &SandboxId) -> Result<(), RuntimeError> {
