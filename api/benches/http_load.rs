@@ -52,6 +52,8 @@ impl Connection {
                 body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string())),
             ))
             .unwrap();
+        // The previous response is read; wait until the connection takes the next request.
+        self.sender.ready().await.unwrap();
         let response = self.sender.send_request(request).await.unwrap();
         let status = response.status().as_u16();
         (
@@ -165,7 +167,7 @@ async fn main() {
         .port();
     let address = format!("127.0.0.1:{port}");
     let run = format!("bench-{}", std::process::id());
-    let mut server = ServerGuard(
+    let server = ServerGuard(
         Command::new(env!("CARGO_BIN_EXE_berth-server"))
             .env("BERTH_SERVER__PORT", port.to_string())
             .env("BERTH_SERVER__API_KEY", KEY)

@@ -70,7 +70,13 @@ pub fn plan_mount(
     volume: &Volume,
     staging_root: &std::path::Path,
 ) -> Option<PlannedMount> {
-    let staged = || MountSource::Bind(staging_root.join(id.as_str()).join(volume.name.as_str()));
+    let staged = || {
+        MountSource::Bind(crate::safe_path::staging::staged_path(
+            staging_root,
+            id.as_str(),
+            volume.name.as_str(),
+        ))
+    };
     let source = match &volume.source {
         VolumeSource::Host { .. } => staged(),
         VolumeSource::Pvc(_) if volume.sub_path.is_some() => staged(),

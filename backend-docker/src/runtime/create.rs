@@ -522,7 +522,7 @@ impl DockerRuntime {
                         // Unstaged (operator opt-in): the verified path itself, with the documented race.
                         None => Prepared {
                             volume: job.volume,
-                            bind: root.path().join(segments.join("/")),
+                            bind: root.unstaged_path(&segments),
                             identity: None,
                         },
                     });

@@ -215,6 +215,16 @@ impl TrustedRoot {
         })
     }
 
+    /// The path of `segments` below this root as a string, for the operator's opt-in
+    /// `storage.allow_unstaged_paths` mode only: the engine resolves it again later, so a
+    /// component swapped for a symlink in between is followed (the documented residual race).
+    /// `segments` must have been resolved with [`TrustedRoot::resolve`] first.
+    pub fn unstaged_path(&self, segments: &[&str]) -> PathBuf {
+        segments
+            .iter()
+            .fold(self.path.clone(), |path, segment| path.join(segment))
+    }
+
     /// The path this root was opened at (for messages and logs only).
     pub fn path(&self) -> &Path {
         &self.path

@@ -34,6 +34,12 @@ pub struct StagedMount {
     pub read_only_mode: ReadOnlyMode,
 }
 
+/// Where `volume` of `sandbox` is staged below the staging directory `root` — the path a dry
+/// run reports and a create binds. Both names are DNS labels (validated ids and volume names).
+pub fn staged_path(root: &Path, sandbox: &str, volume: &str) -> PathBuf {
+    root.join(sandbox).join(volume)
+}
+
 /// Names of staging entries come from validated ids and volume names (DNS labels); this refuses
 /// anything else, so a bug elsewhere cannot make a staging path leave the area.
 fn check_entry_name(name: &str) -> Result<(), SafePathError> {
@@ -80,7 +86,7 @@ impl StagingArea {
 
     /// Where `volume` of `sandbox` is staged.
     pub fn mount_path(&self, sandbox: &str, volume: &str) -> PathBuf {
-        self.path.join(sandbox).join(volume)
+        staged_path(&self.path, sandbox, volume)
     }
 
     fn sandbox_dir(&self, sandbox: &str, create: bool) -> Result<OwnedFd, SafePathError> {
@@ -132,7 +138,14 @@ impl StagingArea {
         if result.is_err() {
             self.remove_mountpoint(&dir, volume, source.kind);
         }
-        result
+        result.map(|()| StagedMount {
+            path: self.mount_path(sandbox, volume),
+            read_only_mode: if read_only {
+                ReadOnlyMode::Recursive
+            } else {
+                ReadOnlyMode::None
+            },
+        })
     }
 
     fn attach(
@@ -142,7 +155,7 @@ impl StagingArea {
         source: &Resolved,
         read_only: bool,
         shown: &str,
-    ) -> Result<StagedMount, SafePathError> {
+    ) -> Result<(), SafePathError> {
         let tree = rustix::mount::open_tree(
             source.fd(),
             "",
@@ -164,14 +177,7 @@ impl StagingArea {
             MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
         )
         .map_err(|e| SafePathError::io("attaching the staging mount", shown, e))?;
-        Ok(StagedMount {
-            path: self.path.join(shown),
-            read_only_mode: if read_only {
-                ReadOnlyMode::Recursive
-            } else {
-                ReadOnlyMode::None
-            },
-        })
+        Ok(())
     }
 
     fn remove_mountpoint(&self, dir: &OwnedFd, volume: &str, kind: ResolvedKind) {
