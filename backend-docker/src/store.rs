@@ -39,23 +39,12 @@ pub struct CreatedVolume {
     pub delete_on_termination: bool,
 }
 
-/// A mounted volume as stored.
+/// A mounted volume as stored: what is reported, plus what Berth needs to release it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredVolume {
-    /// Volume name from the request.
-    pub name: String,
-    /// `host`, `pvc`, `ossfs` or `nfs`.
-    pub backend: berth_core::model::VolumeBackendKind,
-    /// Reported source (never a credential).
-    pub source: String,
-    /// Mount path in the sandbox.
-    pub mount_path: String,
-    /// Sub-path.
-    pub sub_path: Option<String>,
-    /// Requested read-only.
-    pub read_only: bool,
-    /// Enforcement.
-    pub read_only_mode: berth_core::model::ReadOnlyMode,
+    /// The report (never a credential).
+    #[serde(flatten)]
+    pub report: berth_core::wire::VolumeStatus,
     /// The Docker named volume it uses, if any (reference counting).
     pub docker_volume: Option<String>,
     /// Whether it has a staging mount under `<state_dir>/mounts/<id>/<name>`.
@@ -64,15 +53,7 @@ pub struct StoredVolume {
 
 impl From<&StoredVolume> for MountedVolume {
     fn from(v: &StoredVolume) -> Self {
-        Self {
-            name: v.name.clone(),
-            backend: v.backend,
-            source: v.source.clone(),
-            mount_path: v.mount_path.clone(),
-            sub_path: v.sub_path.clone(),
-            read_only: v.read_only,
-            read_only_mode: v.read_only_mode,
-        }
+        MountedVolume::from(&v.report)
     }
 }
 

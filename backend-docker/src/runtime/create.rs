@@ -210,15 +210,8 @@ impl DockerRuntime {
                 (true, true) => ReadOnlyMode::Recursive,
                 (true, false) => ReadOnlyMode::NonRecursive,
             };
-            let reported = MountedVolume::of(volume, mode);
             volumes.push(StoredVolume {
-                name: reported.name,
-                backend: reported.backend,
-                source: reported.source,
-                mount_path: reported.mount_path,
-                sub_path: reported.sub_path,
-                read_only: reported.read_only,
-                read_only_mode: reported.read_only_mode,
+                report: (&MountedVolume::of(volume, mode)).into(),
                 docker_volume,
                 staged,
             });

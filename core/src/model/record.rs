@@ -107,6 +107,20 @@ impl From<&MountedVolume> for wire::VolumeStatus {
     }
 }
 
+impl From<&wire::VolumeStatus> for MountedVolume {
+    fn from(v: &wire::VolumeStatus) -> Self {
+        Self {
+            name: v.name.clone(),
+            backend: v.backend,
+            source: v.source.clone(),
+            mount_path: v.mount_path.clone(),
+            sub_path: v.sub_path.clone(),
+            read_only: v.read_only,
+            read_only_mode: v.read_only_mode,
+        }
+    }
+}
+
 impl From<&SandboxStatus> for wire::SandboxStatus {
     fn from(s: &SandboxStatus) -> Self {
         Self {
