@@ -112,7 +112,8 @@ pub(crate) async fn list_sandboxes(
     QueryPairs(query): QueryPairs,
 ) -> Result<Json<wire::ListSandboxesResponse>, ApiError> {
     let query = ListQuery::parse(&query)?;
-    Ok(Json(query.page_of(state.runtime.list().await?)))
+    let page = state.runtime.list_page(&query.selection()).await?;
+    Ok(Json(query.response(&page)))
 }
 
 /// One sandbox.

@@ -3,7 +3,8 @@
 //! 1..=200) and the page it selects, newest first.
 
 use berth_core::ErrorCode;
-use berth_core::model::{SandboxRecord, SandboxState};
+use berth_core::model::SandboxState;
+use berth_core::runtime::{ListSelection, ListedPage};
 use berth_core::wire;
 
 use crate::error::ApiError;
@@ -94,36 +95,23 @@ impl ListQuery {
         Ok(query)
     }
 
-    fn matches(&self, record: &SandboxRecord) -> bool {
-        (self.states.is_empty() || self.states.contains(&record.status.state))
-            && self.metadata.iter().all(|(k, v)| {
-                record
-                    .metadata
-                    .iter()
-                    .any(|(rk, rv)| rk.as_str() == k && rv.as_str() == v)
-            })
+    /// What to ask the runtime for.
+    pub fn selection(&self) -> ListSelection {
+        ListSelection {
+            states: self.states.clone(),
+            metadata: self.metadata.clone(),
+            offset: usize::try_from(u64::from(self.page - 1) * u64::from(self.page_size))
+                .unwrap_or(usize::MAX),
+            limit: self.page_size as usize,
+        }
     }
 
-    /// The selected page of `records`, newest first (ties by id, so pages are stable).
-    pub fn page_of(&self, mut records: Vec<SandboxRecord>) -> wire::ListSandboxesResponse {
-        records.retain(|r| self.matches(r));
-        records.sort_by(|a, b| {
-            b.created_at
-                .cmp(&a.created_at)
-                .then_with(|| a.id.cmp(&b.id))
-        });
-        let total = records.len() as u64;
-        let size = u64::from(self.page_size);
-        let total_pages = total.div_ceil(size);
-        let start = (u64::from(self.page) - 1).saturating_mul(size);
-        let items = records
-            .iter()
-            .skip(usize::try_from(start).unwrap_or(usize::MAX))
-            .take(self.page_size as usize)
-            .map(wire::Sandbox::from)
-            .collect();
+    /// The response for a page the runtime returned.
+    pub fn response(&self, page: &ListedPage) -> wire::ListSandboxesResponse {
+        let total = page.total as u64;
+        let total_pages = total.div_ceil(u64::from(self.page_size));
         wire::ListSandboxesResponse {
-            items,
+            items: page.items.iter().map(wire::Sandbox::from).collect(),
             pagination: wire::PaginationInfo {
                 page: self.page,
                 page_size: self.page_size,

@@ -75,6 +75,15 @@ impl ContainerIndex {
             .cloned()
     }
 
+    /// The status of one sandbox's container, without copying the view.
+    pub fn status(&self, sandbox_id: &str) -> Option<ContainerStatus> {
+        self.views
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(sandbox_id)
+            .map(|v| v.status)
+    }
+
     /// Records a state Berth itself just caused.
     pub fn set(&self, sandbox_id: &str, view: ContainerView) {
         self.views

@@ -37,6 +37,66 @@ impl CreateSandbox {
     }
 }
 
+/// Which sandboxes a list wants, and which page of them (newest first).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ListSelection {
+    /// Any of these states; empty means all.
+    pub states: Vec<SandboxState>,
+    /// All of these metadata pairs.
+    pub metadata: Vec<(String, String)>,
+    /// Matching sandboxes to skip (newest first).
+    pub offset: usize,
+    /// Most sandboxes to return.
+    pub limit: usize,
+}
+
+/// A page of sandboxes and how many matched in all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedPage {
+    /// The page, newest first.
+    pub items: Vec<SandboxRecord>,
+    /// Matching sandboxes in all.
+    pub total: usize,
+}
+
+impl ListSelection {
+    /// Whether a sandbox in `state` with `metadata` is wanted.
+    pub fn matches<'a>(
+        &self,
+        state: SandboxState,
+        metadata: impl Iterator<Item = (&'a str, &'a str)> + Clone,
+    ) -> bool {
+        (self.states.is_empty() || self.states.contains(&state))
+            && self
+                .metadata
+                .iter()
+                .all(|(k, v)| metadata.clone().any(|(mk, mv)| mk == k && mv == v))
+    }
+
+    /// Selects the page from full records: filter, newest first (ties by id, so pages are
+    /// stable), skip, take.
+    pub fn select(&self, mut records: Vec<SandboxRecord>) -> ListedPage {
+        records.retain(|r| {
+            self.matches(
+                r.status.state,
+                r.metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            )
+        });
+        records.sort_by(|a, b| {
+            b.created_at
+                .cmp(&a.created_at)
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        let total = records.len();
+        let items = records
+            .into_iter()
+            .skip(self.offset)
+            .take(self.limit)
+            .collect();
+        ListedPage { items, total }
+    }
+}
+
 /// A dry run's result: the sandbox as it would be, and the runtime object that would be sent.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RenderedSandbox {
@@ -281,6 +341,12 @@ pub trait Runtime: Send + Sync {
 
     /// Every sandbox this runtime manages, in no particular order.
     async fn list(&self) -> Result<Vec<SandboxRecord>, RuntimeError>;
+
+    /// One page of the sandboxes `selection` wants. Runtimes with many sandboxes override this
+    /// to filter before building full records.
+    async fn list_page(&self, selection: &ListSelection) -> Result<ListedPage, RuntimeError> {
+        Ok(selection.select(self.list().await?))
+    }
 
     /// Stops and removes a sandbox, releasing what `deleteOnSandboxTermination` says.
     async fn delete(&self, id: &SandboxId) -> Result<(), RuntimeError>;

@@ -16,7 +16,9 @@ use berth_core::model::{
     HostPath, MetadataKey, MetadataPatch, MetadataValue, MountedVolume, SandboxId, SandboxRecord,
     SandboxState, SandboxStatus,
 };
-use berth_core::runtime::{Capabilities, CreateSandbox, RenderedSandbox, Runtime, RuntimeError};
+use berth_core::runtime::{
+    Capabilities, CreateSandbox, ListSelection, ListedPage, RenderedSandbox, Runtime, RuntimeError,
+};
 use berth_core::wire;
 use bollard::query_parameters::{InspectContainerOptions, RemoveContainerOptions};
 use chrono::{DateTime, Utc};
@@ -182,6 +184,11 @@ impl DockerRuntime {
                 last_transition_at: at,
             },
         };
+        debug_assert_eq!(
+            status.state,
+            state_for(stored.phase, self.index.status(&stored.id)),
+            "list_page and get disagree"
+        );
         SandboxRecord {
             id: SandboxId::new(&stored.id).unwrap_or_else(|_| unreachable_id()),
             image: stored.image.clone(),
@@ -218,6 +225,28 @@ impl DockerRuntime {
     }
 }
 
+/// The state a stored sandbox is in, given its container's status (what `record_of` reports,
+/// without building the rest of the record).
+fn state_for(phase: crate::store::Phase, status: Option<ContainerStatus>) -> SandboxState {
+    match (phase, status) {
+        (crate::store::Phase::Creating, _) | (_, Some(ContainerStatus::Created)) => {
+            SandboxState::Pending
+        }
+        (_, Some(ContainerStatus::Running)) => SandboxState::Running,
+        (_, Some(ContainerStatus::Paused)) => SandboxState::Paused,
+        (
+            _,
+            Some(ContainerStatus::Exited {
+                code: 0,
+                oom_killed: false,
+            }),
+        ) => SandboxState::Terminated,
+        (_, Some(ContainerStatus::Exited { .. } | ContainerStatus::Gone) | None) => {
+            SandboxState::Failed
+        }
+    }
+}
+
 fn container_name_str(id: &str) -> String {
     format!("sandbox-{id}")
 }
@@ -250,6 +279,31 @@ impl Runtime for DockerRuntime {
 
     async fn get(&self, id: &SandboxId) -> Result<SandboxRecord, RuntimeError> {
         Ok(self.record_of(&self.stored(id)?))
+    }
+
+    /// Filters on the stored records and the index's statuses, and builds full records only for
+    /// the page: a filtered page costs the same whatever the number of sandboxes not on it.
+    async fn list_page(&self, selection: &ListSelection) -> Result<ListedPage, RuntimeError> {
+        let mut matched: Vec<(DateTime<Utc>, String)> = Vec::new();
+        self.store.for_each(|s| {
+            let state = state_for(s.phase, self.index.status(&s.id));
+            if selection.matches(
+                state,
+                s.metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            ) {
+                matched.push((s.created_at, s.id.clone()));
+            }
+        });
+        matched.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        let total = matched.len();
+        let mut items = Vec::new();
+        for (_, id) in matched.iter().skip(selection.offset).take(selection.limit) {
+            // A sandbox deleted since the scan is simply not on the page.
+            if let Some(stored) = self.store.get(id).map_err(store_error)? {
+                items.push(self.record_of(&stored));
+            }
+        }
+        Ok(ListedPage { items, total })
     }
 
     async fn list(&self) -> Result<Vec<SandboxRecord>, RuntimeError> {

@@ -14,7 +14,7 @@ use crate::model::{
     ClaimName, HostPath, MetadataPatch, ReadOnlyMode, SandboxId, SandboxRecord, SandboxSpec,
     SandboxState, VolumeBackendKind,
 };
-use crate::runtime::{CreateSandbox, Runtime, RuntimeError};
+use crate::runtime::{CreateSandbox, ListSelection, Runtime, RuntimeError};
 use crate::validate::StoragePolicy;
 use crate::wire;
 
@@ -340,6 +340,36 @@ async fn create_get_list(ctx: &mut Context<'_>) -> CheckResult {
         "list does not include {}",
         created.id
     );
+    // A runtime's own list_page must agree with selecting from the full list.
+    ctx.create_ok(ctx.request()).await?;
+    for (offset, limit) in [(0, 1), (1, 1), (0, 10)] {
+        let selection = ListSelection {
+            states: vec![SandboxState::Running, SandboxState::Paused],
+            metadata: vec![(RUN_LABEL.to_owned(), ctx.target.run_id.clone())],
+            offset,
+            limit,
+        };
+        let page = ctx
+            .runtime()
+            .list_page(&selection)
+            .await
+            .map_err(|e| format!("list_page: {e}"))?;
+        let expected = selection.select(
+            ctx.runtime()
+                .list()
+                .await
+                .map_err(|e| format!("list: {e}"))?,
+        );
+        ensure!(
+            page == expected,
+            "list_page({offset}, {limit}) gives {page:?}, selecting from list gives {expected:?}"
+        );
+        ensure!(
+            page.total == 2,
+            "list_page counts {} sandboxes of this run, not 2",
+            page.total
+        );
+    }
     Ok(Outcome::Passed)
 }
 
