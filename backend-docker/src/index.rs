@@ -75,6 +75,14 @@ impl ContainerIndex {
             .cloned()
     }
 
+    /// Runs `f` on all views, under the read lock.
+    pub fn with_views<R>(&self, f: impl FnOnce(&HashMap<String, ContainerView>) -> R) -> R {
+        f(&self
+            .views
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
     /// The status of one sandbox's container, without copying the view.
     pub fn status(&self, sandbox_id: &str) -> Option<ContainerStatus> {
         self.views

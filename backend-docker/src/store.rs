@@ -218,6 +218,14 @@ impl Store {
         Ok(self.cache().values().cloned().collect())
     }
 
+    /// Runs `f` on all records, under the read lock.
+    pub fn with_all<R>(
+        &self,
+        f: impl FnOnce(&std::collections::HashMap<String, StoredSandbox>) -> R,
+    ) -> R {
+        f(&self.cache())
+    }
+
     /// Runs `f` over every record without copying them.
     pub fn for_each(&self, mut f: impl FnMut(&StoredSandbox)) {
         self.cache().values().for_each(&mut f);

@@ -126,86 +126,94 @@ impl DockerRuntime {
 
     /// The sandbox as reported: the stored record with the index's view of its container.
     fn record_of(&self, stored: &StoredSandbox) -> SandboxRecord {
-        let view = self.index.get(&stored.id);
-        // Milliseconds, like every other timestamp Berth reports.
-        let at = view
-            .as_ref()
-            .and_then(|v| v.changed_at)
-            .map(|t| chrono::SubsecRound::trunc_subsecs(t, 3))
-            .or(Some(stored.created_at));
-        let status = match (stored.phase, view.map(|v| v.status)) {
-            (crate::store::Phase::Creating, _) | (_, Some(ContainerStatus::Created)) => {
-                SandboxStatus::new(SandboxState::Pending, stored.created_at)
-            }
-            (_, Some(ContainerStatus::Running)) => {
-                SandboxStatus::new(SandboxState::Running, at.unwrap_or(stored.created_at))
-            }
-            (_, Some(ContainerStatus::Paused)) => {
-                SandboxStatus::new(SandboxState::Paused, at.unwrap_or(stored.created_at))
-            }
-            (
-                _,
-                Some(ContainerStatus::Exited {
-                    code: 0,
-                    oom_killed: false,
-                }),
-            ) => SandboxStatus {
-                state: SandboxState::Terminated,
-                reason: Some("exited".into()),
-                message: Some("the entry process exited with code 0".into()),
-                last_transition_at: at,
-            },
-            (_, Some(ContainerStatus::Exited { code, oom_killed })) => SandboxStatus {
-                state: SandboxState::Failed,
-                reason: Some(
-                    if oom_killed {
-                        "oom_killed"
-                    } else {
-                        "exited_with_error"
-                    }
-                    .into(),
-                ),
-                message: Some(if oom_killed {
-                    format!(
-                        "the entry process was killed for exceeding its memory limit (exit code {code})"
-                    )
-                } else {
-                    format!("the entry process exited with code {code}")
-                }),
-                last_transition_at: at,
-            },
-            (_, Some(ContainerStatus::Gone) | None) => SandboxStatus {
-                state: SandboxState::Failed,
-                reason: Some("container_missing".into()),
-                message: Some(format!(
-                    "container {} no longer exists; delete the sandbox to release its volumes",
-                    container_name_str(&stored.id)
-                )),
-                last_transition_at: at,
-            },
-        };
-        debug_assert_eq!(
-            status.state,
-            state_for(stored.phase, self.index.status(&stored.id)),
-            "list_page and get disagree"
-        );
-        SandboxRecord {
-            id: SandboxId::new(&stored.id).unwrap_or_else(|_| unreachable_id()),
-            image: stored.image.clone(),
-            platform: stored.platform,
-            entrypoint: stored.entrypoint.clone(),
-            metadata: stored
-                .metadata
-                .iter()
-                .filter_map(|(k, v)| Some((MetadataKey::new(k).ok()?, MetadataValue::new(v).ok()?)))
-                .collect(),
-            status,
-            created_at: stored.created_at,
-            expires_at: stored.expires_at,
-            volumes: stored.volumes.iter().map(MountedVolume::from).collect(),
-        }
+        record_with(stored, self.index.get(&stored.id).as_ref())
     }
+}
 
+/// The sandbox as reported, from its stored record and its container's view in the index.
+fn record_with(
+    stored: &StoredSandbox,
+    view: Option<&crate::index::ContainerView>,
+) -> SandboxRecord {
+    // Milliseconds, like every other timestamp Berth reports.
+    let at = view
+        .and_then(|v| v.changed_at)
+        .map(|t| chrono::SubsecRound::trunc_subsecs(t, 3))
+        .or(Some(stored.created_at));
+    let status = match (stored.phase, view.map(|v| v.status)) {
+        (crate::store::Phase::Creating, _) | (_, Some(ContainerStatus::Created)) => {
+            SandboxStatus::new(SandboxState::Pending, stored.created_at)
+        }
+        (_, Some(ContainerStatus::Running)) => {
+            SandboxStatus::new(SandboxState::Running, at.unwrap_or(stored.created_at))
+        }
+        (_, Some(ContainerStatus::Paused)) => {
+            SandboxStatus::new(SandboxState::Paused, at.unwrap_or(stored.created_at))
+        }
+        (
+            _,
+            Some(ContainerStatus::Exited {
+                code: 0,
+                oom_killed: false,
+            }),
+        ) => SandboxStatus {
+            state: SandboxState::Terminated,
+            reason: Some("exited".into()),
+            message: Some("the entry process exited with code 0".into()),
+            last_transition_at: at,
+        },
+        (_, Some(ContainerStatus::Exited { code, oom_killed })) => SandboxStatus {
+            state: SandboxState::Failed,
+            reason: Some(
+                if oom_killed {
+                    "oom_killed"
+                } else {
+                    "exited_with_error"
+                }
+                .into(),
+            ),
+            message: Some(if oom_killed {
+                format!(
+                    "the entry process was killed for exceeding its memory limit (exit code {code})"
+                )
+            } else {
+                format!("the entry process exited with code {code}")
+            }),
+            last_transition_at: at,
+        },
+        (_, Some(ContainerStatus::Gone) | None) => SandboxStatus {
+            state: SandboxState::Failed,
+            reason: Some("container_missing".into()),
+            message: Some(format!(
+                "container {} no longer exists; delete the sandbox to release its volumes",
+                container_name_str(&stored.id)
+            )),
+            last_transition_at: at,
+        },
+    };
+    debug_assert_eq!(
+        status.state,
+        state_for(stored.phase, view.map(|v| v.status)),
+        "list_page and get disagree"
+    );
+    SandboxRecord {
+        id: SandboxId::new(&stored.id).unwrap_or_else(|_| unreachable_id()),
+        image: stored.image.clone(),
+        platform: stored.platform,
+        entrypoint: stored.entrypoint.clone(),
+        metadata: stored
+            .metadata
+            .iter()
+            .filter_map(|(k, v)| Some((MetadataKey::new(k).ok()?, MetadataValue::new(v).ok()?)))
+            .collect(),
+        status,
+        created_at: stored.created_at,
+        expires_at: stored.expires_at,
+        volumes: stored.volumes.iter().map(MountedVolume::from).collect(),
+    }
+}
+
+impl DockerRuntime {
     async fn remove_container(&self, id: &SandboxId) -> Result<(), RuntimeError> {
         let options = RemoveContainerOptions {
             force: true,
@@ -284,26 +292,37 @@ impl Runtime for DockerRuntime {
     /// Filters on the stored records and the index's statuses, and builds full records only for
     /// the page: a filtered page costs the same whatever the number of sandboxes not on it.
     async fn list_page(&self, selection: &ListSelection) -> Result<ListedPage, RuntimeError> {
-        let mut matched: Vec<(DateTime<Utc>, String)> = Vec::new();
-        self.store.for_each(|s| {
-            let state = state_for(s.phase, self.index.status(&s.id));
-            if selection.matches(
-                state,
-                s.metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-            ) {
-                matched.push((s.created_at, s.id.clone()));
-            }
-        });
-        matched.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-        let total = matched.len();
-        let mut items = Vec::new();
-        for (_, id) in matched.iter().skip(selection.offset).take(selection.limit) {
-            // A sandbox deleted since the scan is simply not on the page.
-            if let Some(stored) = self.store.get(id).map_err(store_error)? {
-                items.push(self.record_of(&stored));
-            }
-        }
-        Ok(ListedPage { items, total })
+        // Both read locks for the whole scan (always store first, then index; nothing takes them
+        // the other way round), so nothing is copied but the page.
+        Ok(self.store.with_all(|records| {
+            self.index.with_views(|views| {
+                let mut matched: Vec<&StoredSandbox> = records
+                    .values()
+                    .filter(|s| {
+                        let state = state_for(s.phase, views.get(&s.id).map(|v| v.status));
+                        selection.matches(
+                            state,
+                            s.metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                        )
+                    })
+                    .collect();
+                matched.sort_by(|a, b| {
+                    b.created_at
+                        .cmp(&a.created_at)
+                        .then_with(|| a.id.cmp(&b.id))
+                });
+                let items = matched
+                    .iter()
+                    .skip(selection.offset)
+                    .take(selection.limit)
+                    .map(|s| record_with(s, views.get(&s.id)))
+                    .collect();
+                ListedPage {
+                    items,
+                    total: matched.len(),
+                }
+            })
+        }))
     }
 
     async fn list(&self) -> Result<Vec<SandboxRecord>, RuntimeError> {
