@@ -138,7 +138,7 @@ pub struct StorageSection {
 
 impl Default for StorageSection {
     fn default() -> Self {
-        let state_dir = if rustix_is_root() {
+        let state_dir = if running_as_root() {
             PathBuf::from("/var/lib/berth")
         } else {
             std::env::var_os("HOME").map_or_else(
@@ -155,7 +155,7 @@ impl Default for StorageSection {
     }
 }
 
-fn rustix_is_root() -> bool {
+fn running_as_root() -> bool {
     // Without a libc call: root owns /proc/self.
     std::fs::metadata("/proc/self")
         .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
