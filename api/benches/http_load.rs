@@ -124,7 +124,7 @@ async fn load(
 }
 
 /// Stops the server and removes what the run made, also when the benchmark panics.
-struct ServerGuard(std::process::Child, String);
+struct ServerGuard(std::process::Child, String, std::path::PathBuf);
 
 impl Drop for ServerGuard {
     fn drop(&mut self) {
@@ -147,6 +147,19 @@ impl Drop for ServerGuard {
                     .args(&ids)
                     .output();
             }
+        }
+        // Staging mounts of sandboxes a failed run could not delete: detach them (deepest first)
+        // before anything removes the directory.
+        let prefix = self.2.to_string_lossy().into_owned();
+        let mut mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
+            .filter(|m| m.starts_with(&prefix))
+            .collect();
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in mounts {
+            let _ = Command::new("umount").args(["-l", &m]).status();
         }
     }
 }
@@ -185,6 +198,7 @@ async fn main() {
             .spawn()
             .unwrap(),
         run.clone(),
+        tmp.clone(),
     );
     let pid = server.0.id();
     while tokio::net::TcpStream::connect(&address).await.is_err() {
