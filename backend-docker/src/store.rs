@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use berth_core::model::{MountedVolume, PlatformSpec};
+use berth_core::model::PlatformSpec;
 use chrono::{DateTime, Utc};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -49,12 +49,6 @@ pub struct StoredVolume {
     pub docker_volume: Option<String>,
     /// Whether it has a staging mount under `<state_dir>/mounts/<id>/<name>`.
     pub staged: bool,
-}
-
-impl From<&StoredVolume> for MountedVolume {
-    fn from(v: &StoredVolume) -> Self {
-        MountedVolume::from(&v.report)
-    }
 }
 
 /// One sandbox's record.

@@ -211,7 +211,7 @@ impl DockerRuntime {
                 (true, false) => ReadOnlyMode::NonRecursive,
             };
             volumes.push(StoredVolume {
-                report: (&MountedVolume::of(volume, mode)).into(),
+                report: MountedVolume::of(volume, mode),
                 docker_volume,
                 staged,
             });

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use berth_core::model::{
-    HostPath, MetadataKey, MetadataPatch, MetadataValue, MountedVolume, SandboxId, SandboxRecord,
-    SandboxState, SandboxStatus,
+    HostPath, MetadataKey, MetadataPatch, MetadataValue, SandboxId, SandboxRecord, SandboxState,
+    SandboxStatus,
 };
 use berth_core::runtime::{
     Capabilities, CreateSandbox, ListSelection, ListedPage, RenderedSandbox, Runtime, RuntimeError,
@@ -209,7 +209,7 @@ fn record_with(
         status,
         created_at: stored.created_at,
         expires_at: stored.expires_at,
-        volumes: stored.volumes.iter().map(MountedVolume::from).collect(),
+        volumes: stored.volumes.iter().map(|v| v.report.clone()).collect(),
     }
 }
 

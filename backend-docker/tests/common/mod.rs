@@ -131,13 +131,7 @@ impl TestEnv {
     /// A fresh sandbox id, unique across runs.
     pub fn id(&self) -> SandboxId {
         let n = self.ids.fetch_add(1, Ordering::Relaxed);
-        let mut run: String = self
-            .run
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
-            .collect();
-        run.truncate(40);
-        SandboxId::new(&format!("{}-{n}", run.trim_end_matches('-'))).unwrap()
+        SandboxId::new(&format!("{}-{n}", self.label_safe_run())).unwrap()
     }
 
     /// Validates `request` (with this env's host root allowed) into a create call.
@@ -168,13 +162,18 @@ impl TestEnv {
 
     /// A claim name unique to this run.
     pub fn claim(&self, name: &str) -> String {
+        format!("{}-{name}", self.label_safe_run())
+    }
+
+    /// The run id cut to a DNS-label-safe prefix for ids and volume names.
+    fn label_safe_run(&self) -> String {
         let mut run: String = self
             .run
             .chars()
             .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
             .collect();
         run.truncate(40);
-        format!("{}-{name}", run.trim_end_matches('-'))
+        run.trim_end_matches('-').to_owned()
     }
 }
 

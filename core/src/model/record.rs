@@ -2,9 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{
-    Metadata, PlatformSpec, ReadOnlyMode, SandboxId, SandboxState, Volume, VolumeBackendKind,
-};
+use super::{Metadata, PlatformSpec, ReadOnlyMode, SandboxId, SandboxState, Volume};
 use crate::wire;
 
 /// A sandbox as a runtime knows it.
@@ -55,26 +53,11 @@ impl SandboxStatus {
     }
 }
 
-/// One volume as really mounted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MountedVolume {
-    /// Name from the request.
-    pub name: String,
-    /// Backend.
-    pub backend: VolumeBackendKind,
-    /// Host path, claim name, bucket or `server:path`; never a credential.
-    pub source: String,
-    /// Mount path in the sandbox.
-    pub mount_path: String,
-    /// Sub-path mounted.
-    pub sub_path: Option<String>,
-    /// Requested read-only.
-    pub read_only: bool,
-    /// How read-only is enforced (`None` for writable mounts).
-    pub read_only_mode: ReadOnlyMode,
-}
+/// One volume as really mounted: exactly what the wire reports (never a credential), so the
+/// model uses the wire type rather than a copy of it.
+pub type MountedVolume = wire::VolumeStatus;
 
-impl MountedVolume {
+impl wire::VolumeStatus {
     /// The report of `volume` mounted by a runtime that enforces read-only as `read_only_mode`.
     pub fn of(volume: &Volume, read_only_mode: ReadOnlyMode) -> Self {
         Self {
@@ -89,34 +72,6 @@ impl MountedVolume {
             } else {
                 ReadOnlyMode::None
             },
-        }
-    }
-}
-
-impl From<&MountedVolume> for wire::VolumeStatus {
-    fn from(v: &MountedVolume) -> Self {
-        Self {
-            name: v.name.clone(),
-            backend: v.backend,
-            source: v.source.clone(),
-            mount_path: v.mount_path.clone(),
-            sub_path: v.sub_path.clone(),
-            read_only: v.read_only,
-            read_only_mode: v.read_only_mode,
-        }
-    }
-}
-
-impl From<&wire::VolumeStatus> for MountedVolume {
-    fn from(v: &wire::VolumeStatus) -> Self {
-        Self {
-            name: v.name.clone(),
-            backend: v.backend,
-            source: v.source.clone(),
-            mount_path: v.mount_path.clone(),
-            sub_path: v.sub_path.clone(),
-            read_only: v.read_only,
-            read_only_mode: v.read_only_mode,
         }
     }
 }
@@ -154,7 +109,7 @@ impl From<&SandboxRecord> for wire::Sandbox {
             entrypoint: r.entrypoint.clone(),
             expires_at: r.expires_at,
             created_at: r.created_at,
-            volumes: r.volumes.iter().map(Into::into).collect(),
+            volumes: r.volumes.clone(),
         }
     }
 }
@@ -169,7 +124,7 @@ impl From<&SandboxRecord> for wire::CreateSandboxResponse {
             expires_at: r.expires_at,
             created_at: r.created_at,
             entrypoint: r.entrypoint.clone(),
-            volumes: r.volumes.iter().map(Into::into).collect(),
+            volumes: r.volumes.clone(),
         }
     }
 }
