@@ -117,7 +117,17 @@ async fn changes_made_outside_berth_show_up() {
             .unwrap()
             .success()
     );
-    let gone = wait_for(&env, &id, SandboxState::Failed).await;
+    // `docker rm -f` kills first (a die event: Failed, exited_with_error), then destroys; wait
+    // for the destroy to be seen.
+    let mut gone = wait_for(&env, &id, SandboxState::Failed).await;
+    for _ in 0..100 {
+        if gone.status.reason.as_deref() == Some("container_missing") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        gone = env.runtime().get(&id).await.unwrap();
+    }
+    assert_eq!(gone.status.state, SandboxState::Failed);
     assert_eq!(gone.status.reason.as_deref(), Some("container_missing"));
     // Deleting it still releases what it held.
     env.runtime().delete(&id).await.unwrap();
