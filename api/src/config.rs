@@ -132,8 +132,14 @@ pub struct StorageSection {
     pub state_dir: PathBuf,
     /// Hand verified but unstaged paths to the engine when the server cannot mount.
     pub allow_unstaged_paths: bool,
-    /// Where ossfs mounts would live (the ossfs backend is not implemented yet).
+    /// Where shared ossfs mounts live, one directory per mount (default `<state_dir>/ossfs`).
     pub ossfs_mount_root: Option<PathBuf>,
+    /// The ossfs 1.x helper: a path, or a name looked up in `PATH`.
+    pub ossfs_command: PathBuf,
+    /// The ossfs 2.x helper: a path, or a name looked up in `PATH`.
+    pub ossfs2_command: PathBuf,
+    /// How long one ossfs mount may take.
+    pub ossfs_mount_timeout_seconds: u64,
 }
 
 impl Default for StorageSection {
@@ -151,6 +157,9 @@ impl Default for StorageSection {
             state_dir,
             allow_unstaged_paths: false,
             ossfs_mount_root: None,
+            ossfs_command: PathBuf::from("ossfs"),
+            ossfs2_command: PathBuf::from("ossfs2"),
+            ossfs_mount_timeout_seconds: 30,
         }
     }
 }
@@ -241,8 +250,20 @@ impl Config {
         if self.runtime.kind == RuntimeKind::Kubernetes || self.kubernetes.is_some() {
             return Err(ConfigError("runtime.type = \"kubernetes\": the Kubernetes runtime is not implemented yet; use \"docker\"".into()));
         }
-        if self.storage.ossfs_mount_root.is_some() {
-            return Err(ConfigError("storage.ossfs_mount_root: the ossfs backend is not implemented yet; remove the key".into()));
+        if let Some(root) = &self.storage.ossfs_mount_root
+            && root
+                .to_str()
+                .is_none_or(|p| berth_core::model::HostPath::new(p).is_err())
+        {
+            return Err(ConfigError(format!(
+                "storage.ossfs_mount_root = {}: must be an absolute, normalised path",
+                root.display()
+            )));
+        }
+        if !(1..=600).contains(&self.storage.ossfs_mount_timeout_seconds) {
+            return Err(ConfigError(
+                "storage.ossfs_mount_timeout_seconds: must be 1 to 600".into(),
+            ));
         }
         for (i, path) in self.storage.allowed_host_paths.iter().enumerate() {
             let ok = path
@@ -279,6 +300,13 @@ impl Config {
         docker.extra_labels = self.docker.labels.clone();
         docker.allowed_host_paths = self.storage.allowed_host_paths.clone();
         docker.allow_unstaged_paths = self.storage.allow_unstaged_paths;
+        if let Some(root) = &self.storage.ossfs_mount_root {
+            docker.ossfs.mount_root = root.clone();
+        }
+        docker.ossfs.command_v1 = self.storage.ossfs_command.clone();
+        docker.ossfs.command_v2 = self.storage.ossfs2_command.clone();
+        docker.ossfs.mount_timeout =
+            std::time::Duration::from_secs(self.storage.ossfs_mount_timeout_seconds);
         docker
     }
 

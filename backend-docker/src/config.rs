@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Docker runtime settings.
 #[derive(Debug, Clone)]
@@ -28,6 +29,23 @@ pub struct DockerConfig {
     pub allow_unstaged_paths: bool,
     /// Labels added to every container and volume Berth creates (tests use `berth.test=1`).
     pub extra_labels: BTreeMap<String, String>,
+    /// How OSS buckets are mounted.
+    pub ossfs: OssfsConfig,
+}
+
+/// ossfs settings (`storage.ossfs_*`). The backend is offered when the server can stage mounts
+/// and at least one helper program is found.
+#[derive(Debug, Clone)]
+pub struct OssfsConfig {
+    /// Where shared mounts live, one directory per mount key (`storage.ossfs_mount_root`).
+    pub mount_root: PathBuf,
+    /// The ossfs 1.x program, a path or a name looked up in `PATH` (`storage.ossfs_command`).
+    pub command_v1: PathBuf,
+    /// The ossfs 2.x program (`storage.ossfs2_command`).
+    pub command_v2: PathBuf,
+    /// How long a mount may take before the helper is killed and the create refused
+    /// (`storage.ossfs_mount_timeout_seconds`).
+    pub mount_timeout: Duration,
 }
 
 impl DockerConfig {
@@ -64,6 +82,12 @@ impl DockerConfig {
             .map(str::to_owned)
             .to_vec(),
             pids_limit: 4096,
+            ossfs: OssfsConfig {
+                mount_root: state_dir.join("ossfs"),
+                command_v1: PathBuf::from("ossfs"),
+                command_v2: PathBuf::from("ossfs2"),
+                mount_timeout: Duration::from_secs(30),
+            },
             state_dir,
             allowed_host_paths: Vec::new(),
             allow_unstaged_paths: false,

@@ -86,6 +86,8 @@ pub struct Engine {
     pub api: ApiVersion,
     /// The engine's own version string (e.g. `20.10.24+dfsg1`).
     pub engine_version: String,
+    /// The Unix socket it was reached on, if any (to find the engine's process).
+    pub socket: Option<std::path::PathBuf>,
 }
 
 /// Connects to `host` (or the local default) and negotiates the API version.
@@ -122,6 +124,9 @@ pub async fn connect(host: Option<&str>) -> Result<Engine, EngineError> {
         docker,
         api,
         engine_version: version.version.unwrap_or_else(|| "unknown".into()),
+        socket: address
+            .strip_prefix("unix://")
+            .map(std::path::PathBuf::from),
     })
 }
 

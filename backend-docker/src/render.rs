@@ -64,12 +64,8 @@ pub struct PlannedMount {
 
 /// How a volume is mounted when the runtime stages `host` and `pvc`+`subPath` volumes under
 /// `staging_root`. NFS volumes are per-sandbox named volumes; pvc volumes without subPath are
-/// mounted whole. `None` for a backend this runtime does not offer.
-pub fn plan_mount(
-    id: &SandboxId,
-    volume: &Volume,
-    staging_root: &std::path::Path,
-) -> Option<PlannedMount> {
+/// mounted whole; ossfs volumes are their shared mount, staged per sandbox.
+pub fn plan_mount(id: &SandboxId, volume: &Volume, staging_root: &std::path::Path) -> PlannedMount {
     let staged = || {
         MountSource::Bind(crate::safe_path::staging::staged_path(
             staging_root,
@@ -78,17 +74,16 @@ pub fn plan_mount(
         ))
     };
     let source = match &volume.source {
-        VolumeSource::Host { .. } => staged(),
+        VolumeSource::Host { .. } | VolumeSource::Ossfs(_) => staged(),
         VolumeSource::Pvc(_) if volume.sub_path.is_some() => staged(),
         VolumeSource::Pvc(pvc) => MountSource::NamedVolume(pvc.claim_name.to_string()),
         VolumeSource::Nfs(_) => MountSource::NamedVolume(nfs_volume_name(id, volume)),
-        VolumeSource::Ossfs(_) => return None,
     };
-    Some(PlannedMount {
+    PlannedMount {
         target: volume.mount_path.to_string(),
         source,
         read_only: volume.read_only,
-    })
+    }
 }
 
 /// Labels on everything Berth creates for a sandbox.
@@ -273,7 +268,7 @@ mod tests {
         let mounts: Vec<PlannedMount> = spec
             .volumes_in_mount_order()
             .into_iter()
-            .filter_map(|v| plan_mount(&id, v, Path::new("/var/lib/berth/mounts")))
+            .map(|v| plan_mount(&id, v, Path::new("/var/lib/berth/mounts")))
             .collect();
         let expires = chrono::DateTime::from_timestamp(1_800_000_000, 0);
         serde_json::to_value(render_container(

@@ -18,6 +18,9 @@ use serde::{Deserialize, Serialize};
 const SANDBOXES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("sandboxes");
 const VOLUMES_TO_REMOVE: TableDefinition<'_, &str, &[u8]> =
     TableDefinition::new("volumes_to_remove");
+const SETTINGS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("settings");
+/// The server's secret for keying ossfs mounts (see `ossfs::OssfsKey`).
+const OSSFS_SALT: &str = "ossfs_salt";
 
 /// Where a create is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,6 +52,10 @@ pub struct StoredVolume {
     pub docker_volume: Option<String>,
     /// Whether it has a staging mount under `<state_dir>/mounts/<id>/<name>`.
     pub staged: bool,
+    /// The shared ossfs mount it uses (reference counting: a mount is released when no record
+    /// names its key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ossfs_key: Option<crate::ossfs::OssfsKey>,
 }
 
 /// One sandbox's record.
@@ -118,6 +125,7 @@ fn into_redb<E: Into<redb::Error>>(e: E) -> redb::Error {
 pub struct Store {
     db: Database,
     sandboxes: std::sync::RwLock<std::collections::HashMap<String, StoredSandbox>>,
+    ossfs_salt: Vec<u8>,
 }
 
 impl Store {
@@ -129,13 +137,32 @@ impl Store {
         let mut store = Self {
             db,
             sandboxes: Default::default(),
+            ossfs_salt: Vec::new(),
         };
-        // Make the tables exist so readers never meet a missing table.
+        let mut fresh_salt = [0_u8; 32];
+        rustix::rand::getrandom(&mut fresh_salt, rustix::rand::GetRandomFlags::empty()).map_err(
+            |e| StoreError::Database {
+                context: "making the ossfs salt",
+                source: Box::new(redb::Error::Io(e.into())),
+            },
+        )?;
+        let mut salt = Vec::new();
+        // Make the tables exist so readers never meet a missing table; keep the first salt.
         store.write(|tx| {
             tx.open_table(SANDBOXES)?;
             tx.open_table(VOLUMES_TO_REMOVE)?;
+            let mut settings = tx.open_table(SETTINGS)?;
+            let existing = settings.get(OSSFS_SALT)?.map(|v| v.value().to_vec());
+            salt = match existing {
+                Some(existing) => existing,
+                None => {
+                    settings.insert(OSSFS_SALT, fresh_salt.as_slice())?;
+                    fresh_salt.to_vec()
+                }
+            };
             Ok(())
         })?;
+        store.ossfs_salt = salt;
         let loaded: Vec<StoredSandbox> = store.read_table(SANDBOXES)?;
         *store
             .sandboxes
@@ -210,6 +237,19 @@ impl Store {
     /// Every record.
     pub fn all(&self) -> Result<Vec<StoredSandbox>, StoreError> {
         Ok(self.cache().values().cloned().collect())
+    }
+
+    /// This server's secret salt for ossfs mount keys (made once, kept across restarts so the
+    /// same volume maps to the same mount).
+    pub fn ossfs_salt(&self) -> &[u8] {
+        &self.ossfs_salt
+    }
+
+    /// Whether any record other than `except` uses the ossfs mount `key`.
+    pub fn ossfs_key_in_use(&self, key: &crate::ossfs::OssfsKey, except: &str) -> bool {
+        self.cache()
+            .values()
+            .any(|s| s.id != except && s.volumes.iter().any(|v| v.ossfs_key.as_ref() == Some(key)))
     }
 
     /// Runs `f` on all records, under the read lock.
@@ -329,6 +369,11 @@ mod tests {
             ("a", &record("a").metadata)
         );
         assert_eq!(store.get("b").unwrap(), None);
+        let salt = store.ossfs_salt().to_vec();
+        assert_eq!(salt.len(), 32);
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.ossfs_salt(), salt, "the salt must survive restarts");
         assert_eq!(store.volumes_to_remove().unwrap().len(), 1);
         store.volume_removed("v").unwrap();
         assert!(store.volumes_to_remove().unwrap().is_empty());

@@ -136,6 +136,9 @@ error_codes! {
     VolumeInvalidOssfsOption = ("VOLUME::INVALID_OSSFS_OPTION", 400),
     /// An `ossfs` access key id or secret is empty, too long, or holds whitespace or control characters.
     VolumeInvalidOssfsCredentials = ("VOLUME::INVALID_OSSFS_CREDENTIALS", 400),
+    /// The ossfs helper refused or failed to mount the bucket (wrong bucket, endpoint or keys, or an
+    /// unreachable endpoint); the message carries what the helper said, credentials removed.
+    VolumeOssfsMountFailed = ("VOLUME::OSSFS_MOUNT_FAILED", 400),
     /// An `nfs.server` is not a host name or IP address.
     VolumeInvalidNfsServer = ("VOLUME::INVALID_NFS_SERVER", 400),
     /// An `nfs.path` is not an absolute, normalised export path.

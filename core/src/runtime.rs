@@ -136,6 +136,10 @@ pub struct Capabilities {
     pub read_only_mode: ReadOnlyMode,
     /// How `subPath` is mounted.
     pub sub_path_mechanism: SubPathMechanism,
+    /// Whether the engine was seen to see the server's staging mounts (a startup probe):
+    /// `Some(false)` means staged volumes would be refused; `None` when not probed (no staging,
+    /// or the engine's process cannot be inspected — each create still checks its own mounts).
+    pub engine_sees_mounts: Option<bool>,
     /// Whether `pvc.storageClass` / `storage` / `accessModes` are honoured (Kubernetes), or would be
     /// ignored (Docker: then they are refused).
     pub pvc_provisioning_hints: bool,

@@ -28,6 +28,7 @@ fn docker_like() -> Capabilities {
         pause: true,
         read_only_mode: ReadOnlyMode::Recursive,
         sub_path_mechanism: SubPathMechanism::StagedBind,
+        engine_sees_mounts: None,
         pvc_provisioning_hints: false,
         platform: Some(PlatformSpec {
             os: PlatformOs::Linux,
@@ -71,6 +72,7 @@ fn unsupported_backend_is_refused_uniformly() {
 fn sub_path_without_a_mechanism_is_refused() {
     let caps = Capabilities {
         sub_path_mechanism: SubPathMechanism::Unsupported,
+        engine_sees_mounts: None,
         ..docker_like()
     };
     assert_eq!(

@@ -1181,6 +1181,7 @@ fn every_code_core_can_produce_has_a_test() {
         VolumeSubPathSymlink,
         VolumeUnsupportedFileType,
         VolumePvcSubPathUnsupportedDriver,
+        VolumeOssfsMountFailed,
     ];
     let mut classified: Vec<ErrorCode> = produced_by_tables
         .iter()

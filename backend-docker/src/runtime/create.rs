@@ -25,6 +25,7 @@ use futures_util::StreamExt;
 use super::named_volumes::Claim;
 use super::{DockerRuntime, docker_error, is_not_found, store_error};
 use crate::index::{ContainerView, status_of};
+use crate::ossfs::OssfsKey;
 use crate::render::{
     MountSource, PlannedMount, container_name, nfs_volume_name, plan_mount, render_container,
     render_nfs_volume,
@@ -43,10 +44,13 @@ fn rejected(field: String, code: ErrorCode, message: impl Into<String>) -> Runti
     RuntimeError::Rejected(Violations::one(Violation::new(field, code, message)))
 }
 
-/// Whether a volume needs a host path resolved (and staged).
+/// Whether a volume needs a host path resolved (and staged): host, pvc with subPath, and
+/// ossfs (its shared mount is staged per sandbox, so read-only holds per sandbox).
 fn needs_host_path(volume: &Volume) -> bool {
-    matches!(volume.source, VolumeSource::Host { .. })
-        || matches!(volume.source, VolumeSource::Pvc(_) if volume.sub_path.is_some())
+    matches!(
+        volume.source,
+        VolumeSource::Host { .. } | VolumeSource::Ossfs(_)
+    ) || matches!(volume.source, VolumeSource::Pvc(_) if volume.sub_path.is_some())
 }
 
 fn sub_path_segments(sub_path: Option<&SubPath>) -> Vec<String> {
@@ -112,9 +116,24 @@ impl DockerRuntime {
                 violations.push(Violation::new(
                     format!("volumes[{i}].{}", volume.source.kind()),
                     ErrorCode::VolumeUnsupportedBackend,
+                    match volume.source.kind() {
+                        berth_core::model::VolumeBackendKind::Ossfs => "this server does not offer ossfs volumes: no ossfs helper was found (storage.ossfs_command, storage.ossfs2_command) or it cannot make mounts".to_owned(),
+                        kind => format!("the docker runtime does not offer {kind} volumes"),
+                    },
+                ));
+            } else if let (VolumeSource::Ossfs(source), Some(host)) = (&volume.source, &self.ossfs)
+                && host.program(source.version).is_none()
+            {
+                violations.push(Violation::new(
+                    format!("volumes[{i}].ossfs.version"),
+                    ErrorCode::VolumeUnsupportedBackend,
                     format!(
-                        "the docker runtime does not offer {} volumes",
-                        volume.source.kind()
+                        "no ossfs {} helper is installed on this server ({})",
+                        source.version.as_str(),
+                        match source.version {
+                            berth_core::model::OssfsVersion::V1 => "storage.ossfs_command",
+                            berth_core::model::OssfsVersion::V2 => "storage.ossfs2_command",
+                        }
                     ),
                 ));
             } else if needs_host_path(volume)
@@ -187,6 +206,7 @@ impl DockerRuntime {
         let mut volumes = Vec::new();
         for (i, volume) in spec.volumes.iter().enumerate() {
             let mut docker_volume = None;
+            let mut ossfs_key = None;
             match &volume.source {
                 VolumeSource::Pvc(pvc) => {
                     let name = pvc.claim_name.to_string();
@@ -202,7 +222,14 @@ impl DockerRuntime {
                     docker_volume = Some(name);
                 }
                 VolumeSource::Nfs(_) => sandbox_volumes.push(nfs_volume_name(&request.id, volume)),
-                _ => {}
+                VolumeSource::Ossfs(source) => {
+                    ossfs_key = Some(OssfsKey::derive(
+                        self.store.ossfs_salt(),
+                        source,
+                        volume.sub_path.as_ref(),
+                    ));
+                }
+                VolumeSource::Host { .. } => {}
             }
             let staged = needs_host_path(volume) && self.staging.is_some();
             let mode = match (volume.read_only, staged) {
@@ -214,6 +241,7 @@ impl DockerRuntime {
                 report: MountedVolume::of(volume, mode),
                 docker_volume,
                 staged,
+                ossfs_key,
             });
         }
         StoredSandbox {
@@ -256,7 +284,10 @@ impl DockerRuntime {
                 .await
                 .map_err(docker_error("creating NFS volume"))?;
         }
-        let (mounts, verified) = self.prepare_host_paths(id, spec).await?;
+        self.mount_ossfs(spec, stored).await?;
+        let ossfs_keys: Vec<Option<OssfsKey>> =
+            stored.volumes.iter().map(|v| v.ossfs_key.clone()).collect();
+        let (mounts, verified) = self.prepare_host_paths(id, spec, &ossfs_keys).await?;
         let body = render_container(
             &self.config,
             self.engine.api,
@@ -377,6 +408,7 @@ impl DockerRuntime {
         &self,
         id: &SandboxId,
         spec: &SandboxSpec,
+        ossfs_keys: &[Option<OssfsKey>],
     ) -> Result<(Vec<PlannedMount>, Vec<Verified>), RuntimeError> {
         // Roots for each volume that needs one: the allowed host root, or the volume's mountpoint.
         let mut jobs = Vec::new();
@@ -453,9 +485,26 @@ impl DockerRuntime {
                         "subPath",
                     )
                 }
+                // The subPath is the bucket prefix, already given to the helper.
+                VolumeSource::Ossfs(_) => {
+                    let key = ossfs_keys.get(i).cloned().flatten().ok_or_else(|| {
+                        RuntimeError::Internal {
+                            context: format!("preparing volumes[{i}]"),
+                            detail: "no ossfs mount key".into(),
+                        }
+                    })?;
+                    (
+                        RootRef::Ossfs,
+                        vec![key.to_string()],
+                        "ossfs mount".to_owned(),
+                        "ossfs",
+                    )
+                }
                 _ => continue,
             };
-            segments.extend(sub_path_segments(volume.sub_path.as_ref()));
+            if !matches!(volume.source, VolumeSource::Ossfs(_)) {
+                segments.extend(sub_path_segments(volume.sub_path.as_ref()));
+            }
             jobs.push(Job {
                 volume: i,
                 name: volume.name.to_string(),
@@ -469,6 +518,7 @@ impl DockerRuntime {
 
         let staging = self.staging.clone();
         let roots = Arc::clone(&self.roots);
+        let ossfs_area = self.ossfs.as_ref().map(|h| Arc::clone(h.area()));
         let sandbox = id.to_string();
         let prepared =
             tokio::task::spawn_blocking(move || -> Result<Vec<Prepared>, PrepareFailure> {
@@ -496,6 +546,14 @@ impl DockerRuntime {
                             opened = TrustedRoot::open_engine_path(path).map_err(fail)?;
                             &opened
                         }
+                        RootRef::Ossfs => ossfs_area
+                            .as_ref()
+                            .ok_or_else(|| {
+                                fail(SafePathError::Missing {
+                                    path: "storage.ossfs_mount_root".into(),
+                                })
+                            })?
+                            .root(),
                     };
                     let segments: Vec<&str> = job.segments.iter().map(String::as_str).collect();
                     let resolved = root
@@ -557,13 +615,7 @@ impl DockerRuntime {
                 .iter()
                 .position(|v| std::ptr::eq(v, volume))
                 .unwrap_or_default();
-            let mut planned = plan_mount(id, volume, &staging_root).ok_or_else(|| {
-                rejected(
-                    format!("volumes[{i}]"),
-                    ErrorCode::VolumeUnsupportedBackend,
-                    "not offered by the docker runtime",
-                )
-            })?;
+            let mut planned = plan_mount(id, volume, &staging_root);
             if let Some(p) = prepared.iter().find(|p| p.volume == i) {
                 planned.source = MountSource::Bind(p.bind.clone());
             }
@@ -666,6 +718,10 @@ impl DockerRuntime {
         if let Err(e) = self.sweep_volumes().await {
             note(e);
         }
+        drop(_guard);
+        if let Err(e) = self.release_ossfs(stored).await {
+            note(e);
+        }
         first_error.map_or(Ok(()), Err)
     }
 
@@ -685,7 +741,7 @@ impl DockerRuntime {
             .spec
             .volumes_in_mount_order()
             .into_iter()
-            .filter_map(|v| plan_mount(&request.id, v, &staging_root))
+            .map(|v| plan_mount(&request.id, v, &staging_root))
             .collect();
         let body: ContainerCreateBody = render_container(
             &self.config,
@@ -706,12 +762,32 @@ impl DockerRuntime {
                 _ => None,
             })
             .collect();
+        // The shared host mounts ossfs volumes use (mounted unless already live); never keys.
+        let ossfs: Vec<serde_json::Value> = request
+            .spec
+            .volumes
+            .iter()
+            .zip(&stored.volumes)
+            .filter_map(|(volume, stored)| match (&volume.source, &stored.ossfs_key, &self.ossfs) {
+                (VolumeSource::Ossfs(source), Some(key), Some(host)) => Some(serde_json::json!({
+                    "volume": volume.name.as_str(),
+                    "mountpoint": host.area().mountpoint(key),
+                    "version": source.version.as_str(),
+                    "bucket": source.bucket.as_str(),
+                    "endpoint": source.endpoint.as_str(),
+                    "prefix": volume.sub_path.as_ref().map(|p| p.as_str()),
+                    "options": source.options.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                })),
+                _ => None,
+            })
+            .collect();
         let runtime_object = serde_json::json!({
             "apiVersion": self.engine.api.to_string(),
             "containerName": container_name(&request.id),
             "container": body,
             "createsVolumes": stored.created_volumes.iter().map(|c| c.name.clone()).collect::<Vec<_>>(),
             "nfsVolumes": nfs,
+            "ossfsMounts": ossfs,
         });
         let mut record = self.record_of(&stored);
         record.status = berth_core::model::SandboxStatus::new(
@@ -731,6 +807,8 @@ enum RootRef {
     Host(berth_core::model::HostPath),
     /// A named volume's mountpoint, as the engine reported it.
     Engine(PathBuf),
+    /// The ossfs mount root (the segment is the mount key).
+    Ossfs,
 }
 
 /// A resolved (and staged) volume: what Docker binds, and the inode to check after start.

@@ -6,6 +6,7 @@
 
 mod create;
 mod named_volumes;
+mod ossfs_mounts;
 mod startup;
 
 use std::sync::Arc;
@@ -43,6 +44,8 @@ pub struct DockerRuntime {
     /// refused unless `allow_unstaged_paths`.
     staging: Option<Arc<StagingArea>>,
     roots: Arc<Vec<(HostPath, TrustedRoot)>>,
+    /// `None` when ossfs is not offered (no helper installed, or no staging).
+    ossfs: Option<ossfs_mounts::OssfsHost>,
     index: ContainerIndex,
     _index_tasks: IndexTasks,
     capabilities: Capabilities,

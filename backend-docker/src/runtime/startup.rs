@@ -16,6 +16,7 @@ use bollard::query_parameters::{
 };
 
 use super::DockerRuntime;
+use super::ossfs_mounts::OssfsHost;
 use crate::config::DockerConfig;
 use crate::engine::{self, EngineError};
 use crate::index::{ContainerIndex, ContainerStatus};
@@ -57,17 +58,50 @@ pub enum StartupError {
         /// What the engine said.
         detail: String,
     },
+    /// The ossfs mount root (or the credentials directory) is unusable.
+    #[error("storage.ossfs_mount_root {path}: {source}")]
+    Ossfs {
+        /// The configured root.
+        path: PathBuf,
+        /// Why.
+        source: SafePathError,
+    },
     /// The initial container list failed.
     #[error("listing containers for the index: {0}")]
     Index(bollard::errors::Error),
 }
 
-/// Probes whether this process can make staging mounts: it stages a directory of the state dir
-/// onto the staging area and releases it.
-fn probe_staging(state_dir: &std::path::Path, area: &StagingArea) -> Result<(), SafePathError> {
+/// Probes whether this process can make staging mounts (it stages a directory of the state dir
+/// onto the staging area) and, while the probe mount exists, whether the engine's process sees
+/// it: `Some(false)` when the engine runs in a mount namespace the staging mounts do not reach,
+/// `None` when the engine's process cannot be found (not on a local Unix socket).
+fn probe_staging(
+    state_dir: &std::path::Path,
+    area: &StagingArea,
+    engine_socket: Option<&std::path::Path>,
+) -> Result<Option<bool>, SafePathError> {
     let root = TrustedRoot::open_configured(state_dir)?;
     let probe = root.resolve(&["probe"], Missing::Create, "state_dir")?;
-    let result = area.stage("probe", "probe", &probe, true).map(|_| ());
+    let result = area
+        .stage("probe", "probe", &probe, true)
+        .map(|staged| {
+            let pid = engine_socket.map(crate::safe_path::socket_peer_pid)?;
+            let seen = pid.and_then(|pid| {
+                crate::safe_path::process_sees(
+                    pid,
+                    &staged.path.to_string_lossy(),
+                    probe.dev,
+                    probe.ino,
+                )
+            });
+            match seen {
+                Ok(seen) => Some(seen),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot tell whether the engine sees staging mounts; each create checks its own");
+                    None
+                }
+            }
+        });
     area.release_sandbox("probe")?;
     result
 }
@@ -88,12 +122,31 @@ impl DockerRuntime {
         let store = Store::open(&config.state_dir.join("state.redb"))?;
         let area = StagingArea::open(&config.state_dir.join("mounts"))
             .map_err(|e| state_error(e.to_string()))?;
-        let staging = match probe_staging(&config.state_dir, &area) {
-            Ok(()) => Some(Arc::new(area)),
+        let (staging, engine_sees_mounts) = match probe_staging(
+            &config.state_dir,
+            &area,
+            engine.socket.as_deref(),
+        ) {
+            Ok(Some(false)) => {
+                tracing::warn!(
+                    "the engine does not see this server's staging mounts (another mount namespace?); host, pvc-subPath and ossfs volumes are refused unless storage.allow_unstaged_paths"
+                );
+                (None, Some(false))
+            }
+            Ok(sees) => (Some(Arc::new(area)), sees),
             Err(e) => {
                 tracing::warn!(error = %e, "this server cannot make staging mounts; host and pvc-subPath volumes are refused unless storage.allow_unstaged_paths");
-                None
+                (None, None)
             }
+        };
+        let ossfs = match &staging {
+            Some(_) => OssfsHost::open(&config.ossfs, &config.state_dir).map_err(|source| {
+                StartupError::Ossfs {
+                    path: config.ossfs.mount_root.clone(),
+                    source,
+                }
+            })?,
+            None => None,
         };
         let mut roots = Vec::new();
         for path in &config.allowed_host_paths {
@@ -159,6 +212,7 @@ impl DockerRuntime {
                 VolumeBackendKind::Nfs,
             ]
             .into_iter()
+            .chain(ossfs.as_ref().map(|_| VolumeBackendKind::Ossfs))
             .collect(),
             pause: true,
             read_only_mode: if staging.is_some() {
@@ -167,6 +221,7 @@ impl DockerRuntime {
                 ReadOnlyMode::NonRecursive
             },
             sub_path_mechanism,
+            engine_sees_mounts,
             pvc_provisioning_hints: false,
             platform,
             reserved_mount_paths: Vec::new(),
@@ -180,6 +235,8 @@ impl DockerRuntime {
             engine = %engine.engine_version,
             api = %engine.api,
             staging = staging.is_some(),
+            engine_sees_mounts = ?engine_sees_mounts,
+            ossfs = %ossfs.as_ref().map_or_else(|| "not offered (no helper found)".to_owned(), |h| h.describe()),
             network = %config.network_mode,
             roots = roots.len(),
             "docker runtime ready"
@@ -190,6 +247,7 @@ impl DockerRuntime {
             store: Arc::new(store),
             staging,
             roots: Arc::new(roots),
+            ossfs,
             index,
             _index_tasks: tasks,
             capabilities,
@@ -270,6 +328,7 @@ impl DockerRuntime {
                 Err(e) => tracing::error!(error = %e, "reconcile: cannot list staging mounts"),
             }
         }
+        self.reconcile_ossfs().await;
         let _guard = self.volume_lock.lock().await;
         if let Err(e) = self.sweep_volumes().await {
             tracing::error!(error = %e, "reconcile: volume sweep failed");

@@ -12,6 +12,7 @@
 //! Nothing else in the crate may turn user input into a host path; `clippy.toml` bans the
 //! std functions that would.
 
+pub mod ossfs_area;
 pub mod staging;
 mod syscalls;
 
@@ -360,8 +361,7 @@ fn create_directory(
 }
 
 /// Checks that what a running container sees at `mount_path` is the inode Berth verified
-/// (`dev`, `ino`): resolved inside the container's root (`/proc/<pid>/root`) without following
-/// any symlink. A mismatch means the engine did not see the staging mount (e.g. it runs in
+/// (`dev`, `ino`). A mismatch means the engine did not see the staging mount (e.g. it runs in
 /// another mount namespace) or something was swapped.
 pub fn container_sees(
     pid: u32,
@@ -369,6 +369,12 @@ pub fn container_sees(
     dev: u64,
     ino: u64,
 ) -> Result<bool, SafePathError> {
+    process_sees(pid, mount_path.as_str(), dev, ino)
+}
+
+/// Whether process `pid` sees the inode (`dev`, `ino`) at the absolute `path`, resolved inside
+/// its root (`/proc/<pid>/root`) without following any symlink.
+pub fn process_sees(pid: u32, path: &str, dev: u64, ino: u64) -> Result<bool, SafePathError> {
     let root_path = format!("/proc/{pid}/root");
     let root = rustix::fs::open(
         root_path.as_str(),
@@ -376,7 +382,7 @@ pub fn container_sees(
         Mode::empty(),
     )
     .map_err(|e| SafePathError::io("opening the root of", root_path.clone(), e))?;
-    let relative = mount_path.as_str().trim_start_matches('/');
+    let relative = path.trim_start_matches('/');
     let target = rustix::fs::openat2(
         &root,
         if relative.is_empty() { "." } else { relative },
@@ -384,8 +390,23 @@ pub fn container_sees(
         Mode::empty(),
         ResolveFlags::IN_ROOT | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
     )
-    .map_err(|e| SafePathError::io("opening in the container", mount_path.as_str(), e))?;
+    .map_err(|e| SafePathError::io("opening in the root of", path, e))?;
     let stat = rustix::fs::fstat(&target)
-        .map_err(|e| SafePathError::io("inspecting in the container", mount_path.as_str(), e))?;
+        .map_err(|e| SafePathError::io("inspecting in the root of", path, e))?;
     Ok(stat.st_dev == dev && stat.st_ino == ino)
+}
+
+/// The process at the other end of the Unix socket `socket` (the engine, for the probe that
+/// its mount namespace shows Berth's staging mounts).
+pub fn socket_peer_pid(socket: &Path) -> Result<u32, SafePathError> {
+    let shown = socket.display().to_string();
+    let stream =
+        std::os::unix::net::UnixStream::connect(socket).map_err(|e| SafePathError::Io {
+            context: "connecting to",
+            path: shown.clone(),
+            source: e,
+        })?;
+    let cred = rustix::net::sockopt::socket_peercred(&stream)
+        .map_err(|e| SafePathError::io("reading the peer of", shown, e))?;
+    Ok(cred.pid.as_raw_nonzero().get().unsigned_abs())
 }

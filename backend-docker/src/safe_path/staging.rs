@@ -246,10 +246,10 @@ impl StagingArea {
     }
 }
 
-/// Names in a directory below the area (dot entries skipped).
-fn list_dir(area: &OwnedFd, name: &str) -> Result<Vec<String>, SafePathError> {
+/// Names in the directory `name` below `area` (dot entries skipped), sorted.
+pub(super) fn list_dir(area: impl AsFd, name: &str) -> Result<Vec<String>, SafePathError> {
     let fd = rustix::fs::openat2(
-        area,
+        area.as_fd(),
         name,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
         Mode::empty(),

@@ -67,6 +67,7 @@ impl InMemoryRuntime {
                 pause: true,
                 read_only_mode: ReadOnlyMode::Recursive,
                 sub_path_mechanism: SubPathMechanism::StagedBind,
+                engine_sees_mounts: None,
                 pvc_provisioning_hints: true,
                 platform: None,
                 reserved_mount_paths: Vec::new(),
