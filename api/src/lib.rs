@@ -203,16 +203,41 @@ async fn record_metrics(State(state): State<AppState>, request: Request, next: N
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let method = request.method().clone();
+    // The access log (target `berth_api::access`, level info): path without the query, the
+    // request id clients can quote; never a header value or body (they may hold keys).
+    let access = tracing::enabled!(target: ACCESS_LOG, tracing::Level::INFO).then(|| {
+        let id = request
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        (request.uri().path().to_owned(), id)
+    });
     let started = Instant::now();
     let response = next.run(request).await;
     let status = response.status();
-    state.metrics.record_request(
-        &format!("{method} {route}"),
-        status.as_u16(),
-        started.elapsed(),
-    );
+    let elapsed = started.elapsed();
+    state
+        .metrics
+        .record_request(&format!("{method} {route}"), status.as_u16(), elapsed);
+    if let Some((path, request_id)) = access {
+        tracing::info!(
+            target: ACCESS_LOG,
+            %method,
+            path,
+            %route,
+            status = status.as_u16(),
+            micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+            request_id,
+            "request"
+        );
+    }
     if status == StatusCode::INTERNAL_SERVER_ERROR {
         tracing::error!(%method, %route, "request answered 500");
     }
     response
 }
+
+/// The access log's `tracing` target: `log_level = "info,berth_api::access=off"` silences it.
+pub const ACCESS_LOG: &str = "berth_api::access";

@@ -783,3 +783,71 @@ async fn concurrent_mutations_of_one_sandbox_give_clean_outcomes() {
         );
     }
 }
+
+/// A `tracing` writer into a shared buffer.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn every_request_gets_one_access_log_line_without_secrets() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    // The test runtime is single-threaded: every poll happens on this thread.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let app = app_with(memory(), Some("the-key"));
+    call(
+        &app,
+        Method::GET,
+        "/v1/sandboxes/nope",
+        None,
+        &[
+            ("open-sandbox-api-key", "the-key"),
+            ("x-request-id", "req-42"),
+        ],
+    )
+    .await;
+    call(
+        &app,
+        Method::GET,
+        "/v1/sandboxes",
+        None,
+        &[("open-sandbox-api-key", "wrong-key")],
+    )
+    .await;
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("berth_api::access"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{log}");
+    for needle in [
+        "method=GET",
+        "path=\"/v1/sandboxes/nope\"",
+        "route=/v1/sandboxes/{sandbox_id}",
+        "status=404",
+        "request_id=\"req-42\"",
+    ] {
+        assert!(lines[0].contains(needle), "{needle} missing: {}", lines[0]);
+    }
+    assert!(lines[1].contains("status=401"), "{}", lines[1]);
+    assert!(
+        !log.contains("the-key") && !log.contains("wrong-key") && !log.contains("pageSize"),
+        "a key or the query reached the log: {log}"
+    );
+}

@@ -15,6 +15,8 @@ use chrono::{DateTime, Utc};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
+use crate::list_index::{ListIndex, Listed};
+
 const SANDBOXES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("sandboxes");
 const VOLUMES_TO_REMOVE: TableDefinition<'_, &str, &[u8]> =
     TableDefinition::new("volumes_to_remove");
@@ -124,8 +126,43 @@ fn into_redb<E: Into<redb::Error>>(e: E) -> redb::Error {
 #[derive(Debug)]
 pub struct Store {
     db: Database,
-    sandboxes: std::sync::RwLock<std::collections::HashMap<String, StoredSandbox>>,
+    cache: std::sync::RwLock<Cache>,
     ossfs_salt: Vec<u8>,
+}
+
+/// The in-memory mirror: every record, and the list order over them.
+#[derive(Debug, Default)]
+pub struct Cache {
+    /// Records by id.
+    pub records: std::collections::HashMap<String, StoredSandbox>,
+    /// List order and metadata postings (see `list_index`).
+    pub listing: ListIndex,
+}
+
+impl Cache {
+    fn insert(&mut self, sandbox: StoredSandbox) {
+        if let Some(old) = self.records.remove(&sandbox.id) {
+            self.listing.remove(old.listed());
+        }
+        self.listing.insert(sandbox.listed());
+        self.records.insert(sandbox.id.clone(), sandbox);
+    }
+
+    fn remove(&mut self, id: &str) {
+        if let Some(old) = self.records.remove(id) {
+            self.listing.remove(old.listed());
+        }
+    }
+}
+
+impl StoredSandbox {
+    fn listed(&self) -> Listed<'_> {
+        Listed {
+            id: &self.id,
+            created_at: self.created_at,
+            metadata: &self.metadata,
+        }
+    }
 }
 
 impl Store {
@@ -136,7 +173,7 @@ impl Store {
             .map_err(db_error("opening"))?;
         let mut store = Self {
             db,
-            sandboxes: Default::default(),
+            cache: Default::default(),
             ossfs_salt: Vec::new(),
         };
         let mut fresh_salt = [0_u8; 32];
@@ -164,11 +201,13 @@ impl Store {
         })?;
         store.ossfs_salt = salt;
         let loaded: Vec<StoredSandbox> = store.read_table(SANDBOXES)?;
-        *store
-            .sandboxes
+        let cache = store
+            .cache
             .get_mut()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) =
-            loaded.into_iter().map(|s| (s.id.clone(), s)).collect();
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for sandbox in loaded {
+            cache.insert(sandbox);
+        }
         Ok(store)
     }
 
@@ -199,7 +238,7 @@ impl Store {
             Ok(())
         })?;
         // Mirrored only after the commit: memory never shows what the disk does not hold.
-        self.cache_mut().insert(sandbox.id.clone(), sandbox.clone());
+        self.cache_mut().insert(sandbox.clone());
         Ok(())
     }
 
@@ -213,30 +252,26 @@ impl Store {
         Ok(())
     }
 
-    fn cache(
-        &self,
-    ) -> std::sync::RwLockReadGuard<'_, std::collections::HashMap<String, StoredSandbox>> {
-        self.sandboxes
+    fn cache(&self) -> std::sync::RwLockReadGuard<'_, Cache> {
+        self.cache
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn cache_mut(
-        &self,
-    ) -> std::sync::RwLockWriteGuard<'_, std::collections::HashMap<String, StoredSandbox>> {
-        self.sandboxes
+    fn cache_mut(&self) -> std::sync::RwLockWriteGuard<'_, Cache> {
+        self.cache
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// One record.
     pub fn get(&self, id: &str) -> Result<Option<StoredSandbox>, StoreError> {
-        Ok(self.cache().get(id).cloned())
+        Ok(self.cache().records.get(id).cloned())
     }
 
     /// Every record.
     pub fn all(&self) -> Result<Vec<StoredSandbox>, StoreError> {
-        Ok(self.cache().values().cloned().collect())
+        Ok(self.cache().records.values().cloned().collect())
     }
 
     /// This server's secret salt for ossfs mount keys (made once, kept across restarts so the
@@ -248,21 +283,19 @@ impl Store {
     /// Whether any record other than `except` uses the ossfs mount `key`.
     pub fn ossfs_key_in_use(&self, key: &crate::ossfs::OssfsKey, except: &str) -> bool {
         self.cache()
+            .records
             .values()
             .any(|s| s.id != except && s.volumes.iter().any(|v| v.ossfs_key.as_ref() == Some(key)))
     }
 
-    /// Runs `f` on all records, under the read lock.
-    pub fn with_all<R>(
-        &self,
-        f: impl FnOnce(&std::collections::HashMap<String, StoredSandbox>) -> R,
-    ) -> R {
+    /// Runs `f` on the mirror (records and list order), under the read lock.
+    pub fn with_cache<R>(&self, f: impl FnOnce(&Cache) -> R) -> R {
         f(&self.cache())
     }
 
     /// Runs `f` over every record without copying them.
     pub fn for_each(&self, mut f: impl FnMut(&StoredSandbox)) {
-        self.cache().values().for_each(&mut f);
+        self.cache().records.values().for_each(&mut f);
     }
 
     /// Every value of a table, decoded.

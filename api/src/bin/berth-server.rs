@@ -78,6 +78,7 @@ async fn serve(config: Config) -> ExitCode {
             let config_problem = matches!(
                 e,
                 StartupError::AllowedRoot { .. }
+                    | StartupError::Ossfs { .. }
                     | StartupError::Network { .. }
                     | StartupError::StateDir { .. }
             );
@@ -95,6 +96,7 @@ async fn serve(config: Config) -> ExitCode {
         sub_path = ?capabilities.sub_path_mechanism,
         read_only = ?capabilities.read_only_mode,
         backends = ?capabilities.volume_backends,
+        engine_sees_mounts = ?capabilities.engine_sees_mounts,
         "runtime capabilities"
     );
     let state = AppState::new(Arc::new(docker), config.policy())

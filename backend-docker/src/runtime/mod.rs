@@ -292,38 +292,27 @@ impl Runtime for DockerRuntime {
         Ok(self.record_of(&self.stored(id)?))
     }
 
-    /// Filters on the stored records and the index's statuses, and builds full records only for
-    /// the page: a filtered page costs the same whatever the number of sandboxes not on it.
+    /// Reads the page from the store's list index (ordered, with metadata postings) and the
+    /// container index's statuses, and builds full records only for the page.
     async fn list_page(&self, selection: &ListSelection) -> Result<ListedPage, RuntimeError> {
-        // Both read locks for the whole scan (always store first, then index; nothing takes them
-        // the other way round), so nothing is copied but the page.
-        Ok(self.store.with_all(|records| {
+        // Both read locks for the whole read (always store first, then index; nothing takes
+        // them the other way round), so nothing is copied but the page.
+        Ok(self.store.with_cache(|cache| {
             self.index.with_views(|views| {
-                let mut matched: Vec<&StoredSandbox> = records
-                    .values()
-                    .filter(|s| {
-                        let state = state_for(s.phase, views.get(&s.id).map(|v| v.status));
-                        selection.matches(
-                            state,
-                            s.metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-                        )
-                    })
-                    .collect();
-                matched.sort_by(|a, b| {
-                    b.created_at
-                        .cmp(&a.created_at)
-                        .then_with(|| a.id.cmp(&b.id))
-                });
-                let items = matched
-                    .iter()
-                    .skip(selection.offset)
-                    .take(selection.limit)
+                let (ids, total) = cache.listing.select(
+                    selection,
+                    |id| cache.records.get(id).map(|s| &s.metadata),
+                    |id| match cache.records.get(id) {
+                        Some(s) => state_for(s.phase, views.get(id).map(|v| v.status)),
+                        None => SandboxState::Failed,
+                    },
+                );
+                let items = ids
+                    .into_iter()
+                    .filter_map(|id| cache.records.get(id))
                     .map(|s| record_with(s, views.get(&s.id)))
                     .collect();
-                ListedPage {
-                    items,
-                    total: matched.len(),
-                }
+                ListedPage { items, total }
             })
         }))
     }
