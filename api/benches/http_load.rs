@@ -2,7 +2,7 @@
 //! test image). With 500 sandboxes present: `GET /v1/sandboxes/{id}` and a filtered list page
 //! at concurrency 32 on loopback (p50, p99, requests/s); create→Running with two volumes through
 //! the API beside the same container made directly through the Docker API; the server's RSS
-//! idle and under load.
+//! idle and under load. `HTTP_LOAD_PERF=<dir>` records a `perf` profile of each load phase.
 
 #![allow(missing_docs, clippy::unwrap_used)] // A benchmark harness, not an API.
 
@@ -85,6 +85,23 @@ async fn load(
     path_for: Arc<dyn Fn(usize) -> String + Send + Sync>,
     pid: u32,
 ) -> u64 {
+    // HTTP_LOAD_PERF=<dir>: record a `perf` profile of the server during this phase.
+    let profiler = std::env::var_os("HTTP_LOAD_PERF").map(|dir| {
+        let slug: String = name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        let output = std::path::Path::new(&dir).join(format!("{slug}.data"));
+        Command::new("perf")
+            .args(["record", "-F", "1999", "-g", "-p", &pid.to_string(), "-o"])
+            .arg(&output)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("HTTP_LOAD_PERF needs perf installed")
+    });
+    if profiler.is_some() {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let started = Instant::now();
     let mut workers = Vec::new();
     for w in 0..CONCURRENCY {
@@ -112,6 +129,12 @@ async fn load(
         all.extend(w.await.unwrap());
     }
     let elapsed = started.elapsed();
+    if let Some(mut perf) = profiler {
+        let _ = Command::new("kill")
+            .args(["-INT", &perf.id().to_string()])
+            .status();
+        let _ = perf.wait();
+    }
     all.sort();
     println!(
         "  {name:<34} p50 {:>6.3} ms   p99 {:>6.3} ms   {:>7.0} req/s   ({} requests, concurrency {CONCURRENCY})",
@@ -200,8 +223,13 @@ async fn main() {
         run.clone(),
         tmp.clone(),
     );
+    let mut server = server;
     let pid = server.0.id();
     while tokio::net::TcpStream::connect(&address).await.is_err() {
+        assert!(
+            server.0.try_wait().unwrap().is_none(),
+            "berth-server exited at startup"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -59,13 +59,50 @@ impl Drop for IndexTasks {
     }
 }
 
+/// Told of every status change (`None`: the container is gone), under the index's write lock,
+/// so changes arrive in the order they happened.
+type ObserverFn = dyn Fn(&str, Option<ContainerStatus>) + Send + Sync;
+
 /// The index. Cheap to clone (shared).
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct ContainerIndex {
     views: Arc<RwLock<HashMap<String, ContainerView>>>,
+    observer: Arc<std::sync::OnceLock<Box<ObserverFn>>>,
+}
+
+impl std::fmt::Debug for ContainerIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContainerIndex")
+            .field("views", &self.views)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ContainerIndex {
+    /// Sets the one observer of status changes (before [`ContainerIndex::start`], so the
+    /// initial list is reported too). It runs under the index's write lock: it may take other
+    /// locks, but nothing may hold those while taking the index's.
+    pub fn observe(
+        &self,
+        observer: impl Fn(&str, Option<ContainerStatus>) + Send + Sync + 'static,
+    ) {
+        if self.observer.set(Box::new(observer)).is_err() {
+            tracing::error!("the container index already has an observer");
+        }
+    }
+
+    fn notify(&self, sandbox_id: &str, status: Option<ContainerStatus>) {
+        if let Some(observer) = self.observer.get() {
+            observer(sandbox_id, status);
+        }
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, ContainerView>> {
+        self.views
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// The view of one sandbox.
     pub fn get(&self, sandbox_id: &str) -> Option<ContainerView> {
         self.views
@@ -94,31 +131,28 @@ impl ContainerIndex {
 
     /// Records a state Berth itself just caused.
     pub fn set(&self, sandbox_id: &str, view: ContainerView) {
-        self.views
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(sandbox_id.to_owned(), view);
+        let mut views = self.write();
+        let status = view.status;
+        views.insert(sandbox_id.to_owned(), view);
+        self.notify(sandbox_id, Some(status));
     }
 
     /// Changes the status of a known sandbox.
     pub fn set_status(&self, sandbox_id: &str, status: ContainerStatus) {
-        if let Some(view) = self
-            .views
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get_mut(sandbox_id)
-        {
+        let mut views = self.write();
+        if let Some(view) = views.get_mut(sandbox_id) {
             view.status = status;
             view.changed_at = Some(chrono::Utc::now());
+            self.notify(sandbox_id, Some(status));
         }
     }
 
     /// Forgets a sandbox.
     pub fn remove(&self, sandbox_id: &str) {
-        self.views
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(sandbox_id);
+        let mut views = self.write();
+        if views.remove(sandbox_id).is_some() {
+            self.notify(sandbox_id, None);
+        }
     }
 
     /// Subscribes to events, then lists, then keeps applying events and resyncing every
@@ -240,10 +274,18 @@ impl ContainerIndex {
                 },
             );
         }
-        *self
-            .views
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
+        let mut views = self.write();
+        for sandbox in views.keys() {
+            if !fresh.contains_key(sandbox) {
+                self.notify(sandbox, None);
+            }
+        }
+        for (sandbox, view) in &fresh {
+            if views.get(sandbox).map(|v| v.status) != Some(view.status) {
+                self.notify(sandbox, Some(view.status));
+            }
+        }
+        *views = fresh;
         Ok(())
     }
 
@@ -262,10 +304,7 @@ impl ContainerIndex {
         let at = event
             .time
             .and_then(|t| chrono::DateTime::from_timestamp(t, 0));
-        let mut views = self
-            .views
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut views = self.write();
         let action = event.action.as_deref().unwrap_or_default();
         let previous = views.get(&sandbox).map(|v| v.status);
         let status = match action {
@@ -306,11 +345,13 @@ impl ContainerIndex {
                     .is_some_and(|v| v.container_id == container_id)
                 {
                     views.remove(&sandbox);
+                    self.notify(&sandbox, None);
                 }
                 return;
             }
             _ => return,
         };
+        self.notify(&sandbox, Some(status));
         views.insert(
             sandbox,
             ContainerView {

@@ -1,8 +1,9 @@
-//! The order and the metadata postings a list page is read from, kept up to date by the store
-//! on every write: a page costs what its candidates cost, never a scan and sort of the whole
-//! store. With one metadata filter (or none) and no state filter — the usual SDK call — the
-//! total comes from the posting's size and the page from its first entries, so the cost does
-//! not grow with the number of sandboxes at all.
+//! The order and the postings a list page is read from, kept up to date by the store on every
+//! write and by the container index on every status change: a page costs what the page
+//! costs, never a scan and sort of the whole store. For no metadata filter or one (the SDK's
+//! usual call), with or without state filters, the total is a sum of posting sizes and the page
+//! a merge of the postings' first entries — independent of the number of sandboxes. Several
+//! metadata filters scan the smallest posting.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -14,97 +15,195 @@ use chrono::{DateTime, Utc};
 /// Where a sandbox sorts: newest first, ties by id (so pages are stable).
 type Position = (Reverse<DateTime<Utc>>, String);
 
-/// What a listed sandbox is indexed by.
-#[derive(Debug, Clone, Copy)]
-pub struct Listed<'a> {
-    /// Its id.
-    pub id: &'a str,
-    /// When it was created.
-    pub created_at: DateTime<Utc>,
-    /// Its metadata.
-    pub metadata: &'a BTreeMap<String, String>,
+/// Sandboxes in list order, in all and per state.
+#[derive(Debug, Default)]
+struct Postings {
+    all: BTreeSet<Position>,
+    by_state: BTreeMap<SandboxState, BTreeSet<Position>>,
 }
 
-/// All sandboxes in list order, and the same order per metadata pair.
+impl Postings {
+    fn insert(&mut self, position: &Position, state: SandboxState) {
+        self.all.insert(position.clone());
+        self.by_state
+            .entry(state)
+            .or_default()
+            .insert(position.clone());
+    }
+
+    fn remove(&mut self, position: &Position, state: SandboxState) {
+        self.all.remove(position);
+        if let Some(set) = self.by_state.get_mut(&state) {
+            set.remove(position);
+            if set.is_empty() {
+                self.by_state.remove(&state);
+            }
+        }
+    }
+
+    /// The disjoint sets holding the sandboxes in any of `states` (all when empty).
+    fn sets(&self, states: &BTreeSet<SandboxState>) -> Vec<&BTreeSet<Position>> {
+        if states.is_empty() {
+            vec![&self.all]
+        } else {
+            states.iter().filter_map(|s| self.by_state.get(s)).collect()
+        }
+    }
+}
+
+/// What the index remembers of one sandbox, to unindex it.
+#[derive(Debug)]
+struct Entry {
+    position: Position,
+    metadata: Vec<(String, String)>,
+    state: SandboxState,
+}
+
+/// All sandboxes in list order, and the same order per state, per metadata pair, and per
+/// metadata pair and state.
 #[derive(Debug, Default)]
 pub struct ListIndex {
-    all: BTreeSet<Position>,
-    by_metadata: HashMap<(String, String), BTreeSet<Position>>,
+    entries: HashMap<String, Entry>,
+    everything: Postings,
+    by_metadata: HashMap<String, HashMap<String, Postings>>,
 }
 
 impl ListIndex {
-    /// Adds a sandbox (after [`ListIndex::remove`] of its previous version, if any).
-    pub fn insert(&mut self, sandbox: Listed<'_>) {
-        let position = (Reverse(sandbox.created_at), sandbox.id.to_owned());
-        for (k, v) in sandbox.metadata {
+    /// Indexes a sandbox (replacing what was indexed under its id).
+    pub fn upsert(
+        &mut self,
+        id: &str,
+        created_at: DateTime<Utc>,
+        metadata: &BTreeMap<String, String>,
+        state: SandboxState,
+    ) {
+        self.remove(id);
+        let position = (Reverse(created_at), id.to_owned());
+        self.everything.insert(&position, state);
+        for (k, v) in metadata {
             self.by_metadata
-                .entry((k.clone(), v.clone()))
+                .entry(k.clone())
                 .or_default()
-                .insert(position.clone());
+                .entry(v.clone())
+                .or_default()
+                .insert(&position, state);
         }
-        self.all.insert(position);
+        self.entries.insert(
+            id.to_owned(),
+            Entry {
+                position,
+                metadata: metadata
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                state,
+            },
+        );
     }
 
-    /// Removes a sandbox as it was indexed.
-    pub fn remove(&mut self, sandbox: Listed<'_>) {
-        let position = (Reverse(sandbox.created_at), sandbox.id.to_owned());
-        for (k, v) in sandbox.metadata {
-            let key = (k.clone(), v.clone());
-            if let Some(posting) = self.by_metadata.get_mut(&key) {
-                posting.remove(&position);
-                if posting.is_empty() {
-                    self.by_metadata.remove(&key);
+    /// The state a sandbox is indexed with.
+    pub fn state(&self, id: &str) -> Option<SandboxState> {
+        self.entries.get(id).map(|e| e.state)
+    }
+
+    /// Moves a sandbox to another state (nothing when it is not indexed).
+    pub fn set_state(&mut self, id: &str, state: SandboxState) {
+        let Some(entry) = self.entries.get_mut(id) else {
+            return;
+        };
+        if entry.state == state {
+            return;
+        }
+        let old = std::mem::replace(&mut entry.state, state);
+        self.everything.remove(&entry.position, old);
+        self.everything.insert(&entry.position, state);
+        for (k, v) in &entry.metadata {
+            if let Some(postings) = self.by_metadata.get_mut(k).and_then(|m| m.get_mut(v)) {
+                postings.remove(&entry.position, old);
+                postings.insert(&entry.position, state);
+            }
+        }
+    }
+
+    /// Unindexes a sandbox.
+    pub fn remove(&mut self, id: &str) {
+        let Some(entry) = self.entries.remove(id) else {
+            return;
+        };
+        self.everything.remove(&entry.position, entry.state);
+        for (k, v) in &entry.metadata {
+            if let Some(values) = self.by_metadata.get_mut(k) {
+                if let Some(postings) = values.get_mut(v) {
+                    postings.remove(&entry.position, entry.state);
+                    if postings.all.is_empty() {
+                        values.remove(v);
+                    }
+                }
+                if values.is_empty() {
+                    self.by_metadata.remove(k);
                 }
             }
         }
-        self.all.remove(&position);
+    }
+
+    fn postings(&self, key: &str, value: &str) -> Option<&Postings> {
+        self.by_metadata.get(key)?.get(value)
     }
 
     /// The ids on the page `selection` asks for, newest first, and how many match in all.
-    /// `metadata_of` and `state_of` answer for an indexed id (only called when a filter needs
-    /// them).
-    pub fn select<'a>(
-        &'a self,
+    pub fn select(&self, selection: &ListSelection) -> (Vec<&str>, usize) {
+        let states: BTreeSet<SandboxState> = selection.states.iter().copied().collect();
+        let filters: BTreeSet<(&str, &str)> = selection
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let postings = match filters.len() {
+            0 => &self.everything,
+            1 => {
+                let Some(&(k, v)) = filters.first() else {
+                    return (Vec::new(), 0);
+                };
+                match self.postings(k, v) {
+                    Some(p) => p,
+                    None => return (Vec::new(), 0),
+                }
+            }
+            _ => return self.scan(&filters, &states, selection),
+        };
+        let sets = postings.sets(&states);
+        let total = sets.iter().map(|s| s.len()).sum();
+        (merge(&sets, selection.offset, selection.limit), total)
+    }
+
+    /// Several metadata filters: the smallest posting, checked entry by entry.
+    fn scan(
+        &self,
+        filters: &BTreeSet<(&str, &str)>,
+        states: &BTreeSet<SandboxState>,
         selection: &ListSelection,
-        metadata_of: impl Fn(&str) -> Option<&'a BTreeMap<String, String>>,
-        state_of: impl Fn(&str) -> SandboxState,
-    ) -> (Vec<&'a str>, usize) {
-        // The smallest posting among the metadata filters holds every match.
+    ) -> (Vec<&str>, usize) {
         let mut smallest: Option<&BTreeSet<Position>> = None;
-        for (k, v) in &selection.metadata {
-            match self.by_metadata.get(&(k.clone(), v.clone())) {
-                Some(posting) if smallest.is_none_or(|s| posting.len() < s.len()) => {
-                    smallest = Some(posting);
+        for &(k, v) in filters {
+            match self.postings(k, v) {
+                Some(p) if smallest.is_none_or(|s| p.all.len() < s.len()) => {
+                    smallest = Some(&p.all);
                 }
                 Some(_) => {}
                 None => return (Vec::new(), 0),
             }
         }
-        let candidates = smallest.unwrap_or(&self.all);
-        let distinct_filters = selection.metadata.iter().collect::<BTreeSet<_>>().len();
-        if selection.states.is_empty() && distinct_filters <= 1 {
-            let page = candidates
-                .iter()
-                .skip(selection.offset)
-                .take(selection.limit)
-                .map(|(_, id)| id.as_str())
-                .collect();
-            return (page, candidates.len());
-        }
         let mut page = Vec::new();
         let mut total = 0;
-        for (_, id) in candidates {
-            let metadata_matches = || {
-                metadata_of(id).is_some_and(|m| {
-                    selection
-                        .metadata
-                        .iter()
-                        .all(|(k, v)| m.get(k).is_some_and(|have| have == v))
-                })
+        for (_, id) in smallest.into_iter().flatten() {
+            let Some(entry) = self.entries.get(id) else {
+                continue;
             };
-            let state_matches =
-                || selection.states.is_empty() || selection.states.contains(&state_of(id));
-            if metadata_matches() && state_matches() {
+            let wanted = (states.is_empty() || states.contains(&entry.state))
+                && filters
+                    .iter()
+                    .all(|&(k, v)| entry.metadata.iter().any(|(ek, ev)| ek == k && ev == v));
+            if wanted {
                 if total >= selection.offset && page.len() < selection.limit {
                     page.push(id.as_str());
                 }
@@ -113,6 +212,30 @@ impl ListIndex {
         }
         (page, total)
     }
+}
+
+/// Entries `skip..skip + take` of the union of disjoint ordered sets, in order.
+fn merge<'a>(sets: &[&'a BTreeSet<Position>], skip: usize, take: usize) -> Vec<&'a str> {
+    let mut iters: Vec<_> = sets.iter().map(|s| s.iter().peekable()).collect();
+    let mut page = Vec::new();
+    let mut seen = 0;
+    while page.len() < take {
+        let next = iters
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, it)| it.peek().map(|p| (i, *p)))
+            .min_by(|a, b| a.1.cmp(b.1))
+            .map(|(i, _)| i);
+        let Some(i) = next else { break };
+        let Some((_, id)) = iters[i].next() else {
+            break;
+        };
+        if seen >= skip {
+            page.push(id.as_str());
+        }
+        seen += 1;
+    }
+    page
 }
 
 #[cfg(test)]
@@ -126,12 +249,8 @@ mod tests {
         state: SandboxState,
     }
 
-    fn listed(s: &Sandbox) -> Listed<'_> {
-        Listed {
-            id: &s.id,
-            created_at: s.created_at,
-            metadata: &s.metadata,
-        }
+    fn index(index: &mut ListIndex, s: &Sandbox) {
+        index.upsert(&s.id, s.created_at, &s.metadata, s.state);
     }
 
     /// The index against the obvious scan-filter-sort, over many selections.
@@ -158,26 +277,32 @@ mod tests {
                 state: states[(i % 5 % 3) as usize],
             })
             .collect();
-        let mut index = ListIndex::default();
+        let mut list = ListIndex::default();
         for s in &sandboxes {
-            index.insert(listed(s));
+            index(&mut list, s);
         }
-        // Replace one (its metadata changed) and remove another.
+        // Replace one (its metadata changed), move one to another state, remove another.
         let changed = Sandbox {
             id: sandboxes[7].id.clone(),
             created_at: sandboxes[7].created_at,
             metadata: BTreeMap::from([("team".to_owned(), "c".to_owned())]),
             state: sandboxes[7].state,
         };
-        index.remove(listed(&sandboxes[7]));
-        index.insert(listed(&changed));
-        index.remove(listed(&sandboxes[8]));
+        index(&mut list, &changed);
+        list.remove(&sandboxes[8].id);
+        list.set_state(&sandboxes[9].id, SandboxState::Terminated);
+        let moved = Sandbox {
+            id: sandboxes[9].id.clone(),
+            created_at: sandboxes[9].created_at,
+            metadata: sandboxes[9].metadata.clone(),
+            state: SandboxState::Terminated,
+        };
         let mut current: Vec<&Sandbox> = sandboxes
             .iter()
-            .filter(|s| s.id != "s07" && s.id != "s08")
+            .filter(|s| !["s07", "s08", "s09"].contains(&s.id.as_str()))
             .collect();
         current.push(&changed);
-        let by_id: HashMap<&str, &Sandbox> = current.iter().map(|s| (s.id.as_str(), *s)).collect();
+        current.push(&moved);
 
         let metadata_filters: Vec<Vec<(String, String)>> = vec![
             vec![],
@@ -192,6 +317,11 @@ mod tests {
             vec![],
             vec![SandboxState::Running],
             vec![SandboxState::Paused, SandboxState::Failed],
+            vec![
+                SandboxState::Terminated,
+                SandboxState::Running,
+                SandboxState::Running,
+            ],
         ];
         let mut checked = 0;
         for metadata in &metadata_filters {
@@ -224,11 +354,7 @@ mod tests {
                         .take(limit)
                         .map(|s| s.id.as_str())
                         .collect();
-                    let (page, total) = index.select(
-                        &selection,
-                        |id| by_id.get(id).map(|s| &s.metadata),
-                        |id| by_id[id].state,
-                    );
+                    let (page, total) = list.select(&selection);
                     assert_eq!(
                         (page, total),
                         (expected_page, expected.len()),
@@ -238,6 +364,12 @@ mod tests {
                 }
             }
         }
-        assert_eq!(checked, 7 * 3 * 5);
+        assert_eq!(checked, 7 * 4 * 5);
+        // Removing everything leaves no empty posting behind.
+        for s in &current {
+            list.remove(&s.id);
+        }
+        assert!(list.entries.is_empty() && list.by_metadata.is_empty());
+        assert!(list.everything.all.is_empty() && list.everything.by_state.is_empty());
     }
 }

@@ -15,7 +15,10 @@ use chrono::{DateTime, Utc};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use crate::list_index::{ListIndex, Listed};
+use berth_core::model::SandboxState;
+
+use crate::index::ContainerStatus;
+use crate::list_index::ListIndex;
 
 const SANDBOXES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("sandboxes");
 const VOLUMES_TO_REMOVE: TableDefinition<'_, &str, &[u8]> =
@@ -135,32 +138,42 @@ pub struct Store {
 pub struct Cache {
     /// Records by id.
     pub records: std::collections::HashMap<String, StoredSandbox>,
-    /// List order and metadata postings (see `list_index`).
+    /// List order and postings (see `list_index`).
     pub listing: ListIndex,
+    /// Container statuses as the container index last reported them, so a record written
+    /// later is listed in its right state.
+    containers: std::collections::HashMap<String, ContainerStatus>,
 }
 
 impl Cache {
     fn insert(&mut self, sandbox: StoredSandbox) {
-        if let Some(old) = self.records.remove(&sandbox.id) {
-            self.listing.remove(old.listed());
-        }
-        self.listing.insert(sandbox.listed());
+        let state = sandbox_state(sandbox.phase, self.containers.get(&sandbox.id).copied());
+        self.listing
+            .upsert(&sandbox.id, sandbox.created_at, &sandbox.metadata, state);
         self.records.insert(sandbox.id.clone(), sandbox);
     }
 
     fn remove(&mut self, id: &str) {
-        if let Some(old) = self.records.remove(id) {
-            self.listing.remove(old.listed());
-        }
+        self.records.remove(id);
+        self.listing.remove(id);
     }
 }
 
-impl StoredSandbox {
-    fn listed(&self) -> Listed<'_> {
-        Listed {
-            id: &self.id,
-            created_at: self.created_at,
-            metadata: &self.metadata,
+/// The state a sandbox is in, from its create progress and its container's status.
+pub fn sandbox_state(phase: Phase, container: Option<ContainerStatus>) -> SandboxState {
+    match (phase, container) {
+        (Phase::Creating, _) | (_, Some(ContainerStatus::Created)) => SandboxState::Pending,
+        (_, Some(ContainerStatus::Running)) => SandboxState::Running,
+        (_, Some(ContainerStatus::Paused)) => SandboxState::Paused,
+        (
+            _,
+            Some(ContainerStatus::Exited {
+                code: 0,
+                oom_killed: false,
+            }),
+        ) => SandboxState::Terminated,
+        (_, Some(ContainerStatus::Exited { .. } | ContainerStatus::Gone) | None) => {
+            SandboxState::Failed
         }
     }
 }
@@ -286,6 +299,19 @@ impl Store {
             .records
             .values()
             .any(|s| s.id != except && s.volumes.iter().any(|v| v.ossfs_key.as_ref() == Some(key)))
+    }
+
+    /// Takes a container status change from the container index (`None`: the container is
+    /// gone), so the list index keeps every sandbox under its current state.
+    pub fn container_changed(&self, id: &str, status: Option<ContainerStatus>) {
+        let mut cache = self.cache_mut();
+        match status {
+            Some(status) => cache.containers.insert(id.to_owned(), status),
+            None => cache.containers.remove(id),
+        };
+        if let Some(phase) = cache.records.get(id).map(|r| r.phase) {
+            cache.listing.set_state(id, sandbox_state(phase, status));
+        }
     }
 
     /// Runs `f` on the mirror (records and list order), under the read lock.

@@ -19,6 +19,7 @@ async fn wait_for(env: &TestEnv, id: &SandboxId, want: SandboxState) -> SandboxR
     for _ in 0..100 {
         let record = env.runtime().get(id).await.unwrap();
         if record.status.state == want {
+            assert_listed_as(env, id, want).await;
             return record;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -26,6 +27,31 @@ async fn wait_for(env: &TestEnv, id: &SandboxId, want: SandboxState) -> SandboxR
     panic!(
         "{id} never became {want}: {:?}",
         env.runtime().get(id).await.unwrap().status
+    );
+}
+
+/// A list filtered by `state` finds the sandbox, and one filtered by every other state does not
+/// (the list index follows the container index's changes as they happen).
+async fn assert_listed_as(env: &TestEnv, id: &SandboxId, state: SandboxState) {
+    let listed = |states: Vec<SandboxState>| async move {
+        let selection = berth_core::runtime::ListSelection {
+            states,
+            metadata: vec![],
+            offset: 0,
+            limit: 200,
+        };
+        let page = env.runtime().list_page(&selection).await.unwrap();
+        page.items.iter().any(|r| &r.id == id)
+    };
+    assert!(listed(vec![state]).await, "{id} is not listed as {state}");
+    let others: Vec<SandboxState> = SandboxState::ALL
+        .iter()
+        .copied()
+        .filter(|s| *s != state)
+        .collect();
+    assert!(
+        !listed(others).await,
+        "{id} is also listed in another state than {state}"
     );
 }
 
@@ -109,6 +135,7 @@ async fn changes_made_outside_berth_show_up() {
         env.runtime().get(&id).await.unwrap().status.state,
         SandboxState::Running
     );
+    assert_listed_as(&env, &id, SandboxState::Running).await;
 
     assert!(
         std::process::Command::new("docker")

@@ -196,7 +196,7 @@ fn record_with(
     };
     debug_assert_eq!(
         status.state,
-        state_for(stored.phase, view.map(|v| v.status)),
+        crate::store::sandbox_state(stored.phase, view.map(|v| v.status)),
         "list_page and get disagree"
     );
     SandboxRecord {
@@ -236,28 +236,6 @@ impl DockerRuntime {
     }
 }
 
-/// The state a stored sandbox is in, given its container's status (what `record_of` reports,
-/// without building the rest of the record).
-fn state_for(phase: crate::store::Phase, status: Option<ContainerStatus>) -> SandboxState {
-    match (phase, status) {
-        (crate::store::Phase::Creating, _) | (_, Some(ContainerStatus::Created)) => {
-            SandboxState::Pending
-        }
-        (_, Some(ContainerStatus::Running)) => SandboxState::Running,
-        (_, Some(ContainerStatus::Paused)) => SandboxState::Paused,
-        (
-            _,
-            Some(ContainerStatus::Exited {
-                code: 0,
-                oom_killed: false,
-            }),
-        ) => SandboxState::Terminated,
-        (_, Some(ContainerStatus::Exited { .. } | ContainerStatus::Gone) | None) => {
-            SandboxState::Failed
-        }
-    }
-}
-
 fn container_name_str(id: &str) -> String {
     format!("sandbox-{id}")
 }
@@ -292,21 +270,14 @@ impl Runtime for DockerRuntime {
         Ok(self.record_of(&self.stored(id)?))
     }
 
-    /// Reads the page from the store's list index (ordered, with metadata postings) and the
-    /// container index's statuses, and builds full records only for the page.
+    /// Reads the page from the store's list index (ordered, with postings per state and
+    /// metadata pair) and builds full records only for the page.
     async fn list_page(&self, selection: &ListSelection) -> Result<ListedPage, RuntimeError> {
-        // Both read locks for the whole read (always store first, then index; nothing takes
-        // them the other way round), so nothing is copied but the page.
-        Ok(self.store.with_cache(|cache| {
-            self.index.with_views(|views| {
-                let (ids, total) = cache.listing.select(
-                    selection,
-                    |id| cache.records.get(id).map(|s| &s.metadata),
-                    |id| match cache.records.get(id) {
-                        Some(s) => state_for(s.phase, views.get(id).map(|v| v.status)),
-                        None => SandboxState::Failed,
-                    },
-                );
+        // Both read locks for the whole read, container index first: the index's status
+        // observer takes the store's lock while holding the index's, so that is the one order.
+        Ok(self.index.with_views(|views| {
+            self.store.with_cache(|cache| {
+                let (ids, total) = cache.listing.select(selection);
                 let items = ids
                     .into_iter()
                     .filter_map(|id| cache.records.get(id))

@@ -119,7 +119,7 @@ impl DockerRuntime {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(state_error(e.to_string())),
         }
-        let store = Store::open(&config.state_dir.join("state.redb"))?;
+        let store = Arc::new(Store::open(&config.state_dir.join("state.redb"))?);
         let area = StagingArea::open(&config.state_dir.join("mounts"))
             .map_err(|e| state_error(e.to_string()))?;
         let (staging, engine_sees_mounts) = match probe_staging(
@@ -227,6 +227,14 @@ impl DockerRuntime {
             reserved_mount_paths: Vec::new(),
         };
         let index = ContainerIndex::default();
+        // The list index follows container statuses. Weak: the index's tasks may outlive the
+        // runtime by a moment, and must not keep the store (and its file lock) open.
+        let listing = Arc::downgrade(&store);
+        index.observe(move |id, status| {
+            if let Some(store) = listing.upgrade() {
+                store.container_changed(id, status);
+            }
+        });
         let tasks = index
             .start(&engine, instance_filter(&config), Duration::from_secs(60))
             .await
@@ -244,7 +252,7 @@ impl DockerRuntime {
         let runtime = Self {
             engine,
             config,
-            store: Arc::new(store),
+            store,
             staging,
             roots: Arc::new(roots),
             ossfs,

@@ -1,0 +1,148 @@
+//! Running the real `berth-server` binary on the real engine in tests: a free port, labels
+//! that mark everything it makes as this run's, SIGTERM and the exit code, and cleanup on drop
+//! (also when a test panics) of the run's containers, volumes and the server itself.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Lines of a docker CLI listing.
+pub fn docker_list(args: &[&str]) -> Vec<String> {
+    let out = Command::new("docker").args(args).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Containers of a run.
+pub fn run_containers(run: &str) -> Vec<String> {
+    docker_list(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=berth.test-run={run}"),
+    ])
+}
+
+/// A fresh directory under the temp dir.
+pub fn tempfile_dir() -> PathBuf {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "berth-api-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    std::fs::create_dir(&dir).unwrap();
+    dir
+}
+
+/// Whether anything is mounted at or below `dir`.
+pub fn mounts_below(dir: &Path) -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .contains(dir.to_str().unwrap())
+}
+
+/// A running `berth-server`.
+pub struct Server {
+    pub child: std::process::Child,
+    pub run: String,
+    pub address: String,
+}
+
+impl Server {
+    /// Starts the server with state under `state_dir`, labelled with `run`, plus `env`, and
+    /// waits until it listens.
+    pub fn start(run: &str, state_dir: &Path, env: &[(&str, String)]) -> Self {
+        let port = free_port();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_berth-server"));
+        command
+            .env("BERTH_SERVER__PORT", port.to_string())
+            .env("BERTH_STORAGE__STATE_DIR", state_dir)
+            .env(
+                "BERTH_DOCKER__LABELS",
+                format!("{{ \"berth.test\" = \"1\", \"berth.test-run\" = \"{run}\" }}"),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut server = Self {
+            child: command.spawn().unwrap(),
+            run: run.to_owned(),
+            address: format!("127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(&server.address).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "berth-server did not start listening"
+            );
+            assert!(
+                server.child.try_wait().unwrap().is_none(),
+                "berth-server exited at startup"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        server
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits (at most 20 s) for the server to exit; its exit code.
+    pub fn wait(&mut self) -> Option<i32> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "berth-server did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let containers = run_containers(&self.run);
+        if !containers.is_empty() {
+            let _ = Command::new("docker")
+                .args(["rm", "-f"])
+                .args(&containers)
+                .output();
+        }
+        let filter = format!("label=berth.test-run={}", self.run);
+        let volumes = docker_list(&["volume", "ls", "-q", "--filter", &filter]);
+        if !volumes.is_empty() {
+            let _ = Command::new("docker")
+                .args(["volume", "rm", "-f"])
+                .args(&volumes)
+                .output();
+        }
+    }
+}
