@@ -314,14 +314,11 @@ impl Store {
         }
     }
 
-    /// Runs `f` on the mirror (records and list order), under the read lock.
+    /// Runs `f` on the mirror (records and list order), under the read lock. Lock order: a
+    /// caller that also needs the container index must take the index's lock first (its status
+    /// observer takes this lock while holding the index's).
     pub fn with_cache<R>(&self, f: impl FnOnce(&Cache) -> R) -> R {
         f(&self.cache())
-    }
-
-    /// Runs `f` over every record without copying them.
-    pub fn for_each(&self, mut f: impl FnMut(&StoredSandbox)) {
-        self.cache().records.values().for_each(&mut f);
     }
 
     /// Every value of a table, decoded.

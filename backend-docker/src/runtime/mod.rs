@@ -289,9 +289,16 @@ impl Runtime for DockerRuntime {
     }
 
     async fn list(&self) -> Result<Vec<SandboxRecord>, RuntimeError> {
-        let mut records = Vec::new();
-        self.store.for_each(|s| records.push(self.record_of(s)));
-        Ok(records)
+        // Container index first, then the store: the one lock order (see `list_page`).
+        Ok(self.index.with_views(|views| {
+            self.store.with_cache(|cache| {
+                cache
+                    .records
+                    .values()
+                    .map(|s| record_with(s, views.get(&s.id)))
+                    .collect()
+            })
+        }))
     }
 
     async fn delete(&self, id: &SandboxId) -> Result<(), RuntimeError> {
