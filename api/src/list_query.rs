@@ -107,11 +107,11 @@ impl ListQuery {
     }
 
     /// The response for a page the runtime returned.
-    pub fn response(&self, page: &ListedPage) -> wire::ListSandboxesResponse {
+    pub fn response(&self, page: ListedPage) -> wire::ListSandboxesResponse {
         let total = page.total as u64;
         let total_pages = total.div_ceil(u64::from(self.page_size));
         wire::ListSandboxesResponse {
-            items: page.items.iter().map(wire::Sandbox::from).collect(),
+            items: page.items.into_iter().map(wire::Sandbox::from).collect(),
             pagination: wire::PaginationInfo {
                 page: self.page,
                 page_size: self.page_size,

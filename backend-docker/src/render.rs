@@ -252,7 +252,9 @@ mod tests {
                 {"name": "cache", "pvc": {"claimName": "pip-cache"}, "mountPath": "/root/.cache"},
                 {"name": "skills", "host": {"path": "/data/opensandbox/skills"}, "mountPath": "/skills", "readOnly": true},
                 {"name": "archive", "nfs": {"server": "nas.example.org", "path": "/exports/archive", "options": ["vers=4.1", "hard"]},
-                 "mountPath": "/workspace/archive", "readOnly": true}
+                 "mountPath": "/workspace/archive", "readOnly": true},
+                {"name": "bucket", "ossfs": {"bucket": "team-data", "endpoint": "oss-cn-hangzhou.aliyuncs.com",
+                 "accessKeyId": "AKID-hunter3", "accessKeySecret": "hunter3"}, "mountPath": "/data/bucket", "subPath": "runs/1"}
             ]
         });
         let policy = StoragePolicy {
@@ -291,6 +293,10 @@ mod tests {
         assert!(
             !body.to_string().contains("hunter2"),
             "registry credentials are not part of the body"
+        );
+        assert!(
+            !body.to_string().contains("hunter3"),
+            "OSS credentials are not part of the body"
         );
         insta::assert_json_snapshot!("container_body_api_1_41", body);
     }

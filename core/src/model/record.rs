@@ -114,6 +114,31 @@ impl From<&SandboxRecord> for wire::Sandbox {
     }
 }
 
+/// By value: a list page moves its records into the response instead of copying them.
+impl From<SandboxRecord> for wire::Sandbox {
+    fn from(r: SandboxRecord) -> Self {
+        Self {
+            id: r.id.into_string(),
+            image: Some(wire::ImageSpec {
+                uri: r.image,
+                auth: None,
+            }),
+            snapshot_id: None,
+            platform: r.platform,
+            status: (&r.status).into(),
+            metadata: r
+                .metadata
+                .into_iter()
+                .map(|(k, v)| (k.into_string(), v.into_string()))
+                .collect(),
+            entrypoint: r.entrypoint,
+            expires_at: r.expires_at,
+            created_at: r.created_at,
+            volumes: r.volumes,
+        }
+    }
+}
+
 impl From<&SandboxRecord> for wire::CreateSandboxResponse {
     fn from(r: &SandboxRecord) -> Self {
         Self {
