@@ -200,6 +200,15 @@ async fn sandboxes_share_a_mount_only_with_the_same_key_and_the_last_user_unmoun
         entries(&credentials_dir(&env)).is_empty(),
         "credentials files are removed right after mounting"
     );
+    assert_eq!(
+        fs::metadata(credentials_dir(&env))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o700,
+        "the credentials directory is private"
+    );
 
     // Data lands in the bucket; the sharer sees it; the read-only sandbox cannot write.
     assert_eq!(exec(&a.id, "echo from-a > /a/f").0, 0);

@@ -81,14 +81,6 @@ impl OssfsArea {
         make_directory(credentials_dir, 0o700, "creating the credentials directory")?;
         let root = TrustedRoot::open_configured(mount_root)?;
         let credentials = TrustedRoot::open_configured(credentials_dir)?;
-        // The directory must stay private even if it existed before.
-        rustix::fs::chmod(credentials_dir, Mode::from_bits_truncate(0o700)).map_err(|e| {
-            SafePathError::io(
-                "restricting the credentials directory",
-                credentials_dir.display().to_string(),
-                e,
-            )
-        })?;
         let credentials = rustix::fs::openat2(
             credentials.fd(),
             ".",
@@ -99,6 +91,14 @@ impl OssfsArea {
         .map_err(|e| {
             SafePathError::io(
                 "opening the credentials directory",
+                credentials_dir.display().to_string(),
+                e,
+            )
+        })?;
+        // The directory must stay private even if it existed before (on the fd: no re-resolving).
+        rustix::fs::fchmod(&credentials, Mode::from_bits_truncate(0o700)).map_err(|e| {
+            SafePathError::io(
+                "restricting the credentials directory",
                 credentials_dir.display().to_string(),
                 e,
             )
