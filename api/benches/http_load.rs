@@ -15,6 +15,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 
+/// Sandboxes present during the load phases; `HTTP_LOAD_SANDBOXES` overrides it (to see that
+/// latency stays flat as the number grows).
 const SANDBOXES: usize = 500;
 const CONCURRENCY: usize = 32;
 const REQUESTS_PER_WORKER: usize = 400;
@@ -235,10 +237,13 @@ async fn main() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_idle_empty = rss_kib(pid);
 
-    // 500 sandboxes, created 8 at a time.
+    // The sandboxes, created 8 at a time.
     let started = Instant::now();
     let mut ids = Vec::new();
-    let numbers: Vec<usize> = (0..SANDBOXES).collect();
+    let sandboxes: usize = std::env::var("HTTP_LOAD_SANDBOXES")
+        .ok()
+        .map_or(SANDBOXES, |n| n.parse().expect("HTTP_LOAD_SANDBOXES: a number"));
+    let numbers: Vec<usize> = (0..sandboxes).collect();
     for chunk in numbers.chunks(8) {
         let mut tasks = Vec::new();
         for &i in chunk {
@@ -258,13 +263,13 @@ async fn main() {
         }
     }
     println!(
-        "{SANDBOXES} sandboxes created in {:.1} s",
+        "{sandboxes} sandboxes created in {:.1} s",
         started.elapsed().as_secs_f64()
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_idle_full = rss_kib(pid);
 
-    println!("with {SANDBOXES} sandboxes present:");
+    println!("with {sandboxes} sandboxes present:");
     let ids = Arc::new(ids);
     let get_ids = ids.clone();
     let peak_get = load(
@@ -274,13 +279,15 @@ async fn main() {
         pid,
     )
     .await;
+    let full_pages = (sandboxes / 2 / 20).clamp(1, 12);
     let peak_list = load(
         &address,
         "GET /v1/sandboxes?metadata=team=a (page)",
-        Arc::new(|i| {
+        // Full pages only (up to 12 of them), whatever the number of sandboxes.
+        Arc::new(move |i| {
             format!(
                 "/v1/sandboxes?metadata=team%3Da&state=Running&pageSize=20&page={}",
-                i % 12 + 1
+                i % full_pages + 1
             )
         }),
         pid,
@@ -355,7 +362,7 @@ async fn main() {
         a.as_secs_f64() / d.as_secs_f64()
     );
     println!(
-        "RSS: idle empty {:.1} MiB, idle with {SANDBOXES} sandboxes {:.1} MiB, peak under GET load {:.1} MiB, under list load {:.1} MiB",
+        "RSS: idle empty {:.1} MiB, idle with {sandboxes} sandboxes {:.1} MiB, peak under GET load {:.1} MiB, under list load {:.1} MiB",
         rss_idle_empty as f64 / 1024.0,
         rss_idle_full as f64 / 1024.0,
         peak_get as f64 / 1024.0,
