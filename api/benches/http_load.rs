@@ -242,7 +242,9 @@ async fn main() {
     let mut ids = Vec::new();
     let sandboxes: usize = std::env::var("HTTP_LOAD_SANDBOXES")
         .ok()
-        .map_or(SANDBOXES, |n| n.parse().expect("HTTP_LOAD_SANDBOXES: a number"));
+        .map_or(SANDBOXES, |n| {
+            n.parse().expect("HTTP_LOAD_SANDBOXES: a number")
+        });
     let numbers: Vec<usize> = (0..sandboxes).collect();
     for chunk in numbers.chunks(8) {
         let mut tasks = Vec::new();
