@@ -9,8 +9,6 @@
 mod common;
 
 use std::fs;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use berth_core::ErrorCode;
@@ -147,30 +145,7 @@ async fn an_exchange_race_never_redirects_a_sandbox_mount() {
     fs::write(mountpoint.join("session/marker"), "intended\n").unwrap();
     std::os::unix::fs::symlink("/", mountpoint.join("decoy")).unwrap();
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let swaps = Arc::new(AtomicU64::new(0));
-    let swapper = {
-        let (stop, swaps, mountpoint) = (stop.clone(), swaps.clone(), mountpoint.clone());
-        std::thread::spawn(move || {
-            let dir = rustix::fs::open(
-                &mountpoint,
-                rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY,
-                rustix::fs::Mode::empty(),
-            )
-            .unwrap();
-            while !stop.load(Ordering::Relaxed) {
-                rustix::fs::renameat_with(
-                    &dir,
-                    "session",
-                    &dir,
-                    "decoy",
-                    rustix::fs::RenameFlags::EXCHANGE,
-                )
-                .unwrap();
-                swaps.fetch_add(1, Ordering::Relaxed);
-            }
-        })
-    };
+    let swapper = common::exchange_swapper::ExchangeSwapper::start(&mountpoint);
     let (mut created, mut refused_count) = (0u32, 0u32);
     for _ in 0..40 {
         let request = request_with(
@@ -196,9 +171,7 @@ async fn an_exchange_race_never_redirects_a_sandbox_mount() {
             }
         }
     }
-    stop.store(true, Ordering::Relaxed);
-    swapper.join().unwrap();
-    let swaps = swaps.load(Ordering::Relaxed);
+    let swaps = swapper.stop();
     println!(
         "exchange race with sandboxes: {created} created (each read its own marker), {refused_count} refused as symlinks, {swaps} swaps"
     );

@@ -5,16 +5,16 @@
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly by design.
 
+mod common;
+
 use std::fs;
 use std::os::unix::fs::{MetadataExt, symlink};
-use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use berth_core::ErrorCode;
 use berth_core::model::ReadOnlyMode;
 use berth_docker::safe_path::staging::StagingArea;
 use berth_docker::safe_path::{Missing, TrustedRoot};
+use common::mounts_below;
 
 fn require_root() {
     assert!(
@@ -24,16 +24,6 @@ fn require_root() {
 }
 
 /// Mount points below `dir` according to the kernel.
-fn mounts_below(dir: &Path) -> Vec<String> {
-    let prefix = dir.to_str().unwrap();
-    fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
-        .filter(|m| m.starts_with(prefix))
-        .collect()
-}
-
 fn is_read_only_error(e: &std::io::Error) -> bool {
     e.raw_os_error() == Some(libc::EROFS)
 }
@@ -171,30 +161,7 @@ fn an_exchange_race_never_redirects_a_staged_mount() {
     let area = StagingArea::open(&tmp.path().join("mounts")).unwrap();
     let root = TrustedRoot::open_configured(&volume).unwrap();
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let swaps = Arc::new(AtomicU64::new(0));
-    let swapper = {
-        let (stop, swaps, volume) = (stop.clone(), swaps.clone(), volume.clone());
-        std::thread::spawn(move || {
-            let dir = rustix::fs::open(
-                &volume,
-                rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY,
-                rustix::fs::Mode::empty(),
-            )
-            .unwrap();
-            while !stop.load(Ordering::Relaxed) {
-                rustix::fs::renameat_with(
-                    &dir,
-                    "session",
-                    &dir,
-                    "decoy",
-                    rustix::fs::RenameFlags::EXCHANGE,
-                )
-                .unwrap();
-                swaps.fetch_add(1, Ordering::Relaxed);
-            }
-        })
-    };
+    let swapper = common::exchange_swapper::ExchangeSwapper::start(&volume);
     let (mut staged_ok, mut refused) = (0u32, 0u32);
     for i in 0..2000 {
         match root.resolve(&["session"], Missing::Refuse, "volume") {
@@ -217,10 +184,8 @@ fn an_exchange_race_never_redirects_a_staged_mount() {
             }
         }
     }
-    stop.store(true, Ordering::Relaxed);
-    swapper.join().unwrap();
+    let swaps = swapper.stop();
     area.release_sandbox("race").unwrap();
-    let swaps = swaps.load(Ordering::Relaxed);
     println!(
         "exchange race: {staged_ok} staged (all showed the intended directory), {refused} refused as symlinks, {swaps} swaps"
     );

@@ -7,6 +7,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod engine_proxy;
+pub mod exchange_swapper;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
