@@ -293,12 +293,12 @@ impl Store {
         &self.ossfs_salt
     }
 
-    /// Whether any record other than `except` uses the ossfs mount `key`.
-    pub fn ossfs_key_in_use(&self, key: &crate::ossfs::OssfsKey, except: &str) -> bool {
+    /// Whether any record uses the ossfs mount `key` (its reference count is the store).
+    pub fn ossfs_key_in_use(&self, key: &crate::ossfs::OssfsKey) -> bool {
         self.cache()
             .records
             .values()
-            .any(|s| s.id != except && s.volumes.iter().any(|v| v.ossfs_key.as_ref() == Some(key)))
+            .any(|s| s.volumes.iter().any(|v| v.ossfs_key.as_ref() == Some(key)))
     }
 
     /// Takes a container status change from the container index (`None`: the container is

@@ -416,7 +416,7 @@ impl DockerRuntime {
             if !needs_host_path(volume) {
                 continue;
             }
-            let (root, mut segments, shown, field) = match &volume.source {
+            let (root, segments, shown, field) = match &volume.source {
                 VolumeSource::Host { path } => {
                     let (root_path, _) = self
                         .roots
@@ -435,6 +435,7 @@ impl DockerRuntime {
                         .unwrap_or_default()
                         .into_iter()
                         .map(str::to_owned)
+                        .chain(sub_path_segments(volume.sub_path.as_ref()))
                         .collect();
                     let field = if volume.sub_path.is_some() {
                         "subPath"
@@ -480,7 +481,7 @@ impl DockerRuntime {
                     }
                     (
                         RootRef::Engine(PathBuf::from(info.mountpoint)),
-                        Vec::new(),
+                        sub_path_segments(volume.sub_path.as_ref()),
                         format!("volume {}", pvc.claim_name),
                         "subPath",
                     )
@@ -502,9 +503,6 @@ impl DockerRuntime {
                 }
                 _ => continue,
             };
-            if !matches!(volume.source, VolumeSource::Ossfs(_)) {
-                segments.extend(sub_path_segments(volume.sub_path.as_ref()));
-            }
             jobs.push(Job {
                 volume: i,
                 name: volume.name.to_string(),

@@ -336,7 +336,7 @@ impl DockerRuntime {
         let _guard = host.lock.lock().await;
         let mut first_error = None;
         for key in keys {
-            if self.store.ossfs_key_in_use(&key, "") {
+            if self.store.ossfs_key_in_use(&key) {
                 continue;
             }
             let k = key.clone();
@@ -375,7 +375,7 @@ impl DockerRuntime {
             }
         };
         for key in keys {
-            if self.store.ossfs_key_in_use(&key, "") {
+            if self.store.ossfs_key_in_use(&key) {
                 let k = key.clone();
                 match host.blocking(move |area| area.state(&k)).await {
                     Ok(MountpointState::Mounted) => {}
