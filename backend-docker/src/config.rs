@@ -1,4 +1,5 @@
-//! What the Docker runtime is configured with (DESIGN §6 `[docker]` and `[storage]`).
+//! What the Docker runtime is configured with: `[docker]` and `[storage]` (see ARCHITECTURE.md,
+//! "Configuration").
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -31,6 +32,14 @@ pub struct DockerConfig {
     pub extra_labels: BTreeMap<String, String>,
     /// How OSS buckets are mounted.
     pub ossfs: OssfsConfig,
+    /// Longest wait for one Engine API call (`docker.engine_timeout_seconds`); past it the call
+    /// counts as the engine not answering.
+    pub engine_timeout: Duration,
+    /// Longest an image pull may take as a whole (`docker.image_pull_timeout_seconds`).
+    pub image_pull_timeout: Duration,
+    /// How often the container index is rebuilt from a full list, behind the events stream
+    /// (not a server setting; tests lengthen it to show what the stream alone does).
+    pub index_resync: Duration,
 }
 
 /// ossfs settings (`storage.ossfs_*`). The backend is offered when the server can stage mounts
@@ -92,6 +101,9 @@ impl DockerConfig {
             allowed_host_paths: Vec::new(),
             allow_unstaged_paths: false,
             extra_labels: BTreeMap::new(),
+            engine_timeout: Duration::from_secs(60),
+            image_pull_timeout: Duration::from_secs(300),
+            index_resync: Duration::from_secs(60),
         }
     }
 }

@@ -1,10 +1,14 @@
 //! Connecting to the Docker Engine: the API version is negotiated down to what the engine
 //! speaks (bollard's default, 1.53, is newer than Debian's Engine 20.10 with API 1.41), and
 //! every field newer than the negotiated version is gated here, because an engine silently
-//! ignores fields it does not know.
+//! ignores fields it does not know. Every call is bounded by `docker.engine_timeout_seconds`
+//! (see ARCHITECTURE.md, "Configuration").
 
 use std::fmt;
+use std::future::Future;
+use std::time::Duration;
 
+use berth_core::runtime::RuntimeError;
 use bollard::Docker;
 
 /// A Docker Engine API version.
@@ -88,10 +92,57 @@ pub struct Engine {
     pub engine_version: String,
     /// The Unix socket it was reached on, if any (to find the engine's process).
     pub socket: Option<std::path::PathBuf>,
+    /// Longest wait for one call (`docker.engine_timeout_seconds`).
+    pub timeout: Duration,
 }
 
-/// Connects to `host` (or the local default) and negotiates the API version.
-pub async fn connect(host: Option<&str>) -> Result<Engine, EngineError> {
+impl Engine {
+    /// Runs one engine call bounded by `docker.engine_timeout_seconds`, body included (bollard's
+    /// own timeout, set on the client too, only bounds the wait for the response head). `Err`
+    /// when it did not finish in time; otherwise the engine's answer, never bollard's timeout.
+    pub async fn bounded<T>(
+        &self,
+        context: &str,
+        call: impl Future<Output = Result<T, bollard::errors::Error>>,
+    ) -> Result<Result<T, bollard::errors::Error>, RuntimeError> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(Err(bollard::errors::Error::RequestTimeoutError)) | Err(_) => Err(timed_out(
+                context,
+                "docker.engine_timeout_seconds",
+                self.timeout,
+            )),
+            Ok(answer) => Ok(answer),
+        }
+    }
+
+    /// A client for a call whose answer may take longer than one ordinary call: the wait for
+    /// its response head is bounded by `head_timeout` instead (an image pull, whose head
+    /// comes once the registry answered). The caller bounds the whole of it.
+    pub fn client_waiting(&self, head_timeout: Duration) -> Docker {
+        self.docker.clone().with_timeout(head_timeout)
+    }
+
+    /// A client for a long-lived stream (events): Engine 20.10 sends the head of `/events`
+    /// only with the first event, so bollard's request timeout would cut a quiet subscription.
+    pub fn client_for_streams(&self) -> Docker {
+        // `Duration::MAX` becomes a far-future deadline in tokio, i.e. no timeout.
+        self.docker.clone().with_timeout(Duration::MAX)
+    }
+}
+
+/// The error of an engine call that did not finish within the configured `key`.
+pub fn timed_out(context: &str, key: &str, limit: Duration) -> RuntimeError {
+    RuntimeError::Unavailable {
+        detail: format!(
+            "{context}: the Docker Engine did not answer within {key} = {} s",
+            limit.as_secs()
+        ),
+    }
+}
+
+/// Connects to `host` (or the local default) and negotiates the API version; every call
+/// through the client waits at most `timeout` for the engine's response head.
+pub async fn connect(host: Option<&str>, timeout: Duration) -> Result<Engine, EngineError> {
     let address = host.map_or_else(
         || std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into()),
         str::to_owned,
@@ -104,7 +155,8 @@ pub async fn connect(host: Option<&str>) -> Result<Engine, EngineError> {
         Some(h) => Docker::connect_with_host(h),
         None => Docker::connect_with_defaults(),
     }
-    .map_err(unreachable)?;
+    .map_err(unreachable)?
+    .with_timeout(timeout);
     let docker = docker.negotiate_version().await.map_err(unreachable)?;
     let version = docker.version().await.map_err(unreachable)?;
     let negotiated = docker.client_version();
@@ -127,6 +179,7 @@ pub async fn connect(host: Option<&str>) -> Result<Engine, EngineError> {
         socket: address
             .strip_prefix("unix://")
             .map(std::path::PathBuf::from),
+        timeout,
     })
 }
 

@@ -1,10 +1,12 @@
 //! The in-memory view of Berth's containers that gets and lists are answered from, so reads make
-//! no Docker list call. It is fed by the Docker events stream (subscribed before the initial
-//! list, so nothing between the two is missed), corrected by Berth's own writes at once
-//! (read-your-writes), and resynchronised by a full list periodically.
+//! no Docker call (ARCHITECTURE.md, "Reads never call the engine"). It is fed by the Docker
+//! events stream (subscribed before the initial list, so nothing between the two is missed;
+//! re-subscribed with backoff when it ends, replaying the gap), corrected by Berth's own writes
+//! at once (read-your-writes), and resynchronised by a full list periodically and after every
+//! gap in the stream. Its data lives in the runtime's one [`SharedState`].
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::models::{ContainerStateStatusEnum, ContainerSummaryStateEnum, EventMessage};
@@ -13,6 +15,7 @@ use futures_util::StreamExt;
 
 use crate::engine::Engine;
 use crate::render::LABEL_ID;
+use crate::state::SharedState;
 
 /// A container's lifecycle state as the index knows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,105 +62,77 @@ impl Drop for IndexTasks {
     }
 }
 
-/// Told of every status change (`None`: the container is gone), under the index's write lock,
-/// so changes arrive in the order they happened.
-type ObserverFn = dyn Fn(&str, Option<ContainerStatus>) + Send + Sync;
-
-/// The index. Cheap to clone (shared).
-#[derive(Clone, Default)]
-pub struct ContainerIndex {
-    views: Arc<RwLock<HashMap<String, ContainerView>>>,
-    observer: Arc<std::sync::OnceLock<Box<ObserverFn>>>,
+/// What the events pump hands the apply task, in order.
+#[derive(Debug)]
+enum Input {
+    /// A container event.
+    Event(EventMessage),
+    /// The stream was re-subscribed after a gap: list everything again.
+    Resync,
 }
 
-impl std::fmt::Debug for ContainerIndex {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ContainerIndex")
-            .field("views", &self.views)
-            .finish_non_exhaustive()
+/// First wait before re-subscribing to a stream that ended; doubled up to [`RECONNECT_MAX`].
+const RECONNECT_FIRST: Duration = Duration::from_millis(100);
+/// Longest wait between re-subscriptions. A stream that stayed up this long was healthy: the
+/// next wait starts again from [`RECONNECT_FIRST`].
+const RECONNECT_MAX: Duration = Duration::from_secs(5);
+
+/// A Docker `since` value for an event: its time with nanoseconds when the engine gave them.
+fn event_since(event: &EventMessage) -> Option<String> {
+    match (event.time_nano, event.time) {
+        (Some(nanos), _) => Some(format!(
+            "{}.{:09}",
+            nanos.div_euclid(1_000_000_000),
+            nanos.rem_euclid(1_000_000_000)
+        )),
+        (None, Some(secs)) => Some(secs.to_string()),
+        (None, None) => None,
     }
+}
+
+/// The container half of the runtime state: Berth's containers as the engine last reported
+/// them, which gets and lists are answered from. It holds no data of its own: it is a handle on
+/// the runtime's [`SharedState`] (one owner, one lock). Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ContainerIndex {
+    state: Arc<SharedState>,
 }
 
 impl ContainerIndex {
-    /// Sets the one observer of status changes (before [`ContainerIndex::start`], so the
-    /// initial list is reported too). It runs under the index's write lock: it may take other
-    /// locks, but nothing may hold those while taking the index's.
-    pub fn observe(
-        &self,
-        observer: impl Fn(&str, Option<ContainerStatus>) + Send + Sync + 'static,
-    ) {
-        if self.observer.set(Box::new(observer)).is_err() {
-            tracing::error!("the container index already has an observer");
-        }
-    }
-
-    fn notify(&self, sandbox_id: &str, status: Option<ContainerStatus>) {
-        if let Some(observer) = self.observer.get() {
-            observer(sandbox_id, status);
-        }
-    }
-
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, ContainerView>> {
-        self.views
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// An index writing into `state`.
+    pub fn new(state: Arc<SharedState>) -> Self {
+        Self { state }
     }
 
     /// The view of one sandbox.
     pub fn get(&self, sandbox_id: &str) -> Option<ContainerView> {
-        self.views
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(sandbox_id)
-            .cloned()
-    }
-
-    /// Runs `f` on all views, under the read lock.
-    pub fn with_views<R>(&self, f: impl FnOnce(&HashMap<String, ContainerView>) -> R) -> R {
-        f(&self
-            .views
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner))
+        self.state.read(|s| s.view(sandbox_id).cloned())
     }
 
     /// The status of one sandbox's container, without copying the view.
     pub fn status(&self, sandbox_id: &str) -> Option<ContainerStatus> {
-        self.views
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(sandbox_id)
-            .map(|v| v.status)
+        self.state.read(|s| s.view(sandbox_id).map(|v| v.status))
     }
 
     /// Records a state Berth itself just caused.
     pub fn set(&self, sandbox_id: &str, view: ContainerView) {
-        let mut views = self.write();
-        let status = view.status;
-        views.insert(sandbox_id.to_owned(), view);
-        self.notify(sandbox_id, Some(status));
+        self.state.write(|s| s.set_view(sandbox_id, view));
     }
 
     /// Changes the status of a known sandbox.
     pub fn set_status(&self, sandbox_id: &str, status: ContainerStatus) {
-        let mut views = self.write();
-        if let Some(view) = views.get_mut(sandbox_id) {
-            view.status = status;
-            view.changed_at = Some(chrono::Utc::now());
-            self.notify(sandbox_id, Some(status));
-        }
+        self.state.write(|s| s.set_status(sandbox_id, status));
     }
 
     /// Forgets a sandbox.
     pub fn remove(&self, sandbox_id: &str) {
-        let mut views = self.write();
-        if views.remove(sandbox_id).is_some() {
-            self.notify(sandbox_id, None);
-        }
+        self.state.write(|s| s.remove_view(sandbox_id));
     }
 
     /// Subscribes to events, then lists, then keeps applying events and resyncing every
     /// `resync` in background tasks (stopped when the returned guard is dropped). Returns once
-    /// the initial list is applied.
+    /// the initial list is applied. A stream that ends is re-subscribed with backoff, replaying
+    /// from the last event seen, followed by a full resync, so a gap loses nothing.
     pub async fn start(
         &self,
         engine: &Engine,
@@ -170,29 +145,9 @@ impl ContainerIndex {
         let since = (chrono::Utc::now().timestamp() - 1).to_string();
         let mut event_filter = filter.clone();
         event_filter.insert("type".to_owned(), vec!["container".to_owned()]);
-        let mut events = engine.docker.events(Some(EventsOptions {
-            since: Some(since),
-            filters: Some(event_filter),
-            ..Default::default()
-        }));
-        // The subscription is made when the stream is first polled; buffer what arrives while
-        // the initial list runs.
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<EventMessage>();
-        let pump = tokio::spawn(async move {
-            while let Some(event) = events.next().await {
-                match event {
-                    Ok(event) => {
-                        if tx.send(event).is_err() {
-                            break;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "docker events stream ended; the periodic resync keeps the index correct");
-                        break;
-                    }
-                }
-            }
-        });
+        // Buffers what arrives while the initial list (or a resync) runs.
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Input>();
+        let pump = tokio::spawn(pump_events(engine.clone(), event_filter, since, tx));
         self.resync(engine, &filter).await?;
         let index = self.clone();
         let engine = engine.clone();
@@ -200,22 +155,20 @@ impl ContainerIndex {
             let mut tick = tokio::time::interval(resync);
             tick.tick().await;
             loop {
-                tokio::select! {
-                    event = rx.recv() => match event {
-                        Some(event) => index.apply(&event),
-                        None => {
-                            // The stream ended: rely on resyncs alone.
-                            tick.tick().await;
-                            if let Err(e) = index.resync(&engine, &filter).await {
-                                tracing::warn!(error = %e, "index resync failed");
-                            }
+                let resync_now = tokio::select! {
+                    input = rx.recv() => match input {
+                        Some(Input::Event(event)) => {
+                            index.apply(&event);
+                            false
                         }
+                        Some(Input::Resync) => true,
+                        // The pump only stops when the tasks are dropped.
+                        None => return,
                     },
-                    _ = tick.tick() => {
-                        if let Err(e) = index.resync(&engine, &filter).await {
-                            tracing::warn!(error = %e, "index resync failed");
-                        }
-                    }
+                    _ = tick.tick() => true,
+                };
+                if resync_now && let Err(e) = index.resync(&engine, &filter).await {
+                    tracing::warn!(error = %e, "index resync failed");
                 }
             }
         });
@@ -274,18 +227,7 @@ impl ContainerIndex {
                 },
             );
         }
-        let mut views = self.write();
-        for sandbox in views.keys() {
-            if !fresh.contains_key(sandbox) {
-                self.notify(sandbox, None);
-            }
-        }
-        for (sandbox, view) in &fresh {
-            if views.get(sandbox).map(|v| v.status) != Some(view.status) {
-                self.notify(sandbox, Some(view.status));
-            }
-        }
-        *views = fresh;
+        self.state.write(|s| s.replace_views(fresh));
         Ok(())
     }
 
@@ -304,62 +246,107 @@ impl ContainerIndex {
         let at = event
             .time
             .and_then(|t| chrono::DateTime::from_timestamp(t, 0));
-        let mut views = self.write();
         let action = event.action.as_deref().unwrap_or_default();
-        let previous = views.get(&sandbox).map(|v| v.status);
-        let status = match action {
-            "create" => ContainerStatus::Created,
-            "start" | "unpause" | "restart" => ContainerStatus::Running,
-            "pause" => ContainerStatus::Paused,
-            "oom" => match previous {
-                Some(ContainerStatus::Exited { code, .. }) => ContainerStatus::Exited {
-                    code,
-                    oom_killed: true,
-                },
-                // Remembered until the die event that follows.
-                _ => ContainerStatus::Exited {
-                    code: 137,
-                    oom_killed: true,
-                },
-            },
-            "die" => {
-                let code = actor
-                    .attributes
-                    .as_ref()
-                    .and_then(|a| a.get("exitCode"))
-                    .and_then(|c| c.parse().ok())
-                    .unwrap_or(-1);
-                let oom_killed = matches!(
-                    previous,
-                    Some(ContainerStatus::Exited {
-                        oom_killed: true,
-                        ..
-                    })
-                );
-                ContainerStatus::Exited { code, oom_killed }
-            }
-            "destroy" => {
-                // Only forget the container the event is about (a new one may have the same sandbox id).
-                if views
-                    .get(&sandbox)
-                    .is_some_and(|v| v.container_id == container_id)
-                {
-                    views.remove(&sandbox);
-                    self.notify(&sandbox, None);
-                }
-                return;
-            }
-            _ => return,
+        let exit_code = || {
+            actor
+                .attributes
+                .as_ref()
+                .and_then(|a| a.get("exitCode"))
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(-1)
         };
-        self.notify(&sandbox, Some(status));
-        views.insert(
-            sandbox,
-            ContainerView {
-                container_id,
-                status,
-                changed_at: at,
-            },
-        );
+        self.state.write(|state| {
+            let previous = state.view(&sandbox).map(|v| v.status);
+            let status = match action {
+                "create" => ContainerStatus::Created,
+                "start" | "unpause" | "restart" => ContainerStatus::Running,
+                "pause" => ContainerStatus::Paused,
+                "oom" => match previous {
+                    Some(ContainerStatus::Exited { code, .. }) => ContainerStatus::Exited {
+                        code,
+                        oom_killed: true,
+                    },
+                    // Remembered until the die event that follows.
+                    _ => ContainerStatus::Exited {
+                        code: 137,
+                        oom_killed: true,
+                    },
+                },
+                "die" => ContainerStatus::Exited {
+                    code: exit_code(),
+                    oom_killed: matches!(
+                        previous,
+                        Some(ContainerStatus::Exited {
+                            oom_killed: true,
+                            ..
+                        })
+                    ),
+                },
+                "destroy" => {
+                    // Only forget the container the event is about (a new one may have the same
+                    // sandbox id).
+                    state.remove_view_of(&sandbox, &container_id);
+                    return;
+                }
+                _ => return,
+            };
+            state.set_view(
+                &sandbox,
+                ContainerView {
+                    container_id,
+                    status,
+                    changed_at: at,
+                },
+            );
+        });
+    }
+}
+
+/// Feeds `tx` with the engine's container events for as long as the index runs. A stream that
+/// ends (the engine restarted, a proxy cut it, a read failed) is re-subscribed after a backoff,
+/// with `since` at the last event seen so the engine replays the gap, and the apply task is
+/// asked for a full resync for whatever the engine no longer keeps.
+async fn pump_events(
+    engine: Engine,
+    filter: HashMap<String, Vec<String>>,
+    mut since: String,
+    tx: tokio::sync::mpsc::UnboundedSender<Input>,
+) {
+    // A subscription lives as long as the index: no per-call timeout on it (bollard's bounds
+    // the wait for the response head, and a head held back would cut a quiet stream).
+    let docker = engine.client_for_streams();
+    let mut backoff = RECONNECT_FIRST;
+    loop {
+        let mut events = docker.events(Some(EventsOptions {
+            since: Some(since.clone()),
+            filters: Some(filter.clone()),
+            ..Default::default()
+        }));
+        let subscribed = tokio::time::Instant::now();
+        let ended = loop {
+            match events.next().await {
+                Some(Ok(event)) => {
+                    if let Some(at) = event_since(&event) {
+                        since = at;
+                    }
+                    if tx.send(Input::Event(event)).is_err() {
+                        return;
+                    }
+                }
+                Some(Err(e)) => break e.to_string(),
+                None => break "the engine closed it".to_owned(),
+            }
+        };
+        drop(events);
+        if subscribed.elapsed() >= RECONNECT_MAX {
+            backoff = RECONNECT_FIRST;
+        }
+        tracing::warn!(reason = %ended, retry_in_ms = backoff.as_millis(), %since, "docker events stream ended; re-subscribing");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(RECONNECT_MAX);
+        if tx.send(Input::Resync).is_err() {
+            return;
+        }
     }
 }
 

@@ -1,5 +1,6 @@
-//! Berth's Docker runtime (DESIGN §4–§5). This crate holds the safe host-path module that all
-//! host filesystem access goes through; the runtime over the Docker Engine API builds on it.
+//! Berth's Docker runtime (see ARCHITECTURE.md, "Map"). This crate holds the safe host-path
+//! module that all host filesystem access goes through; the runtime over the Docker Engine API
+//! builds on it.
 
 pub mod config;
 pub mod engine;
@@ -9,6 +10,7 @@ pub mod ossfs;
 pub mod render;
 mod runtime;
 pub mod safe_path;
+pub mod state;
 pub mod store;
 
 pub use runtime::{DockerRuntime, StartupError};

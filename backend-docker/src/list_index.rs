@@ -1,6 +1,6 @@
-//! The order and the postings a list page is read from, kept up to date by the store on every
-//! write and by the container index on every status change: a page costs what the page
-//! costs, never a scan and sort of the whole store. For no metadata filter or one (the SDK's
+//! The order and the postings a list page is read from, kept up to date by the runtime state
+//! (`state.rs`) on every record write and every container status change: a page costs what the
+//! page costs, never a scan and sort of the whole store. For no metadata filter or one (the SDK's
 //! usual call), with or without state filters, the total is a sum of posting sizes and the page
 //! a merge of the postings' first entries — independent of the number of sandboxes. Several
 //! metadata filters scan the smallest posting.

@@ -1,4 +1,4 @@
-//! OSS buckets through ossfs (DESIGN §3), the pure part: which mount a volume shares, the
+//! OSS buckets through ossfs (ARCHITECTURE.md, "Volume rules"), the pure part: which mount a volume shares, the
 //! helper's command line, and the credentials file it reads. The host side (mountpoints,
 //! credentials files, unmounting) is in `safe_path::ossfs_area`; running the helper and
 //! reference counting are in the runtime.

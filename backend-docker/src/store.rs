@@ -5,20 +5,18 @@
 //!
 //! A record is written *before* Docker objects are made (phase `Creating`, with the volume
 //! nonces and staging names it is about to use), so a crash mid-create leaves enough behind for
-//! startup reconciliation to roll it back.
+//! startup reconciliation to roll it back (ARCHITECTURE.md, "Record before objects").
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use berth_core::model::PlatformSpec;
 use chrono::{DateTime, Utc};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use berth_core::model::SandboxState;
-
-use crate::index::ContainerStatus;
-use crate::list_index::ListIndex;
+use crate::state::SharedState;
 
 const SANDBOXES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("sandboxes");
 const VOLUMES_TO_REMOVE: TableDefinition<'_, &str, &[u8]> =
@@ -111,6 +109,9 @@ pub enum StoreError {
         /// The error.
         source: serde_json::Error,
     },
+    /// The writer thread is gone (it panicked, or the store is closing).
+    #[error("state store writer stopped")]
+    WriterStopped,
 }
 
 fn db_error(context: &'static str) -> impl FnOnce(redb::Error) -> StoreError {
@@ -124,71 +125,143 @@ fn into_redb<E: Into<redb::Error>>(e: E) -> redb::Error {
     e.into()
 }
 
-/// The store: the database on disk, mirrored in memory so reads never decode it (the process
-/// holds the database's lock, so nobody else writes it).
+/// One piece of work for the writer thread.
+type Job = Box<dyn FnOnce(&Writer) + Send>;
+
+/// The store: the database on disk, written by one dedicated thread so a commit (an fsync)
+/// never blocks an async worker, and mirrored into the runtime's [`SharedState`] by that thread
+/// right after each commit — so memory never shows what the disk does not hold, and mirror
+/// updates happen in commit order. Reads of records come from the mirror. The process holds
+/// the database's lock, so nobody else writes it.
 #[derive(Debug)]
 pub struct Store {
-    db: Database,
-    cache: std::sync::RwLock<Cache>,
+    jobs: Option<std::sync::mpsc::Sender<Job>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+    state: Arc<SharedState>,
     ossfs_salt: Vec<u8>,
+    #[cfg(feature = "test-hooks")]
+    hold: Arc<std::sync::Mutex<Option<HeldCommit>>>,
 }
 
-/// The in-memory mirror: every record, and the list order over them.
-#[derive(Debug, Default)]
-pub struct Cache {
-    /// Records by id.
-    pub records: std::collections::HashMap<String, StoredSandbox>,
-    /// List order and postings (see `list_index`).
-    pub listing: ListIndex,
-    /// Container statuses as the container index last reported them, so a record written
-    /// later is listed in its right state.
-    containers: std::collections::HashMap<String, ContainerStatus>,
+/// What the writer thread owns.
+struct Writer {
+    db: Database,
+    state: Arc<SharedState>,
+    #[cfg(feature = "test-hooks")]
+    hold: Arc<std::sync::Mutex<Option<HeldCommit>>>,
 }
 
-impl Cache {
-    fn insert(&mut self, sandbox: StoredSandbox) {
-        let state = sandbox_state(sandbox.phase, self.containers.get(&sandbox.id).copied());
-        self.listing
-            .upsert(&sandbox.id, sandbox.created_at, &sandbox.metadata, state);
-        self.records.insert(sandbox.id.clone(), sandbox);
+impl Writer {
+    fn write(
+        &self,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>,
+    ) -> Result<(), StoreError> {
+        write(&self.db, f, || {
+            #[cfg(feature = "test-hooks")]
+            self.wait_if_held();
+        })
     }
 
-    fn remove(&mut self, id: &str) {
-        self.records.remove(id);
-        self.listing.remove(id);
-    }
-}
-
-/// The state a sandbox is in, from its create progress and its container's status.
-pub fn sandbox_state(phase: Phase, container: Option<ContainerStatus>) -> SandboxState {
-    match (phase, container) {
-        (Phase::Creating, _) | (_, Some(ContainerStatus::Created)) => SandboxState::Pending,
-        (_, Some(ContainerStatus::Running)) => SandboxState::Running,
-        (_, Some(ContainerStatus::Paused)) => SandboxState::Paused,
-        (
-            _,
-            Some(ContainerStatus::Exited {
-                code: 0,
-                oom_killed: false,
-            }),
-        ) => SandboxState::Terminated,
-        (_, Some(ContainerStatus::Exited { .. } | ContainerStatus::Gone) | None) => {
-            SandboxState::Failed
+    #[cfg(feature = "test-hooks")]
+    fn wait_if_held(&self) {
+        let held = self
+            .hold
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(held) = held {
+            let _ = held.entered.send(());
+            // Released, or the holder was dropped.
+            let _ = held.release.recv();
         }
     }
 }
 
+/// One write transaction; `before_commit` runs between the writes and the commit.
+fn write(
+    db: &Database,
+    f: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>,
+    before_commit: impl FnOnce(),
+) -> Result<(), StoreError> {
+    let tx = db
+        .begin_write()
+        .map_err(into_redb)
+        .map_err(db_error("beginning a write"))?;
+    f(&tx).map_err(db_error("writing"))?;
+    before_commit();
+    tx.commit()
+        .map_err(into_redb)
+        .map_err(db_error("committing"))
+}
+
+/// Every value of a table, decoded.
+fn read_table<T: serde::de::DeserializeOwned>(
+    db: &Database,
+    definition: TableDefinition<'_, &str, &[u8]>,
+) -> Result<Vec<T>, StoreError> {
+    let tx = db
+        .begin_read()
+        .map_err(into_redb)
+        .map_err(db_error("beginning a read"))?;
+    let table = tx
+        .open_table(definition)
+        .map_err(into_redb)
+        .map_err(db_error("opening table"))?;
+    let mut out = Vec::new();
+    for entry in table
+        .iter()
+        .map_err(into_redb)
+        .map_err(db_error("listing"))?
+    {
+        let (key, value) = entry.map_err(into_redb).map_err(db_error("listing"))?;
+        let decoded =
+            serde_json::from_slice(value.value()).map_err(|source| StoreError::Decode {
+                key: key.value().to_owned(),
+                source,
+            })?;
+        out.push(decoded);
+    }
+    Ok(out)
+}
+
+/// A commit held by the test hook: the writer signals `entered` and waits on `release`.
+#[cfg(feature = "test-hooks")]
+#[derive(Debug)]
+struct HeldCommit {
+    entered: tokio::sync::oneshot::Sender<()>,
+    release: std::sync::mpsc::Receiver<()>,
+}
+
+/// The test side of a held commit (see [`Store::hold_next_commit`]).
+#[cfg(feature = "test-hooks")]
+#[derive(Debug)]
+pub struct CommitHold {
+    entered: Option<tokio::sync::oneshot::Receiver<()>>,
+    release: std::sync::mpsc::Sender<()>,
+}
+
+#[cfg(feature = "test-hooks")]
+impl CommitHold {
+    /// Waits until the writer is blocked inside the held commit (written, not yet committed).
+    pub async fn entered(&mut self) {
+        if let Some(entered) = self.entered.take() {
+            let _ = entered.await;
+        }
+    }
+
+    /// Lets the held commit finish (dropping the hold does too).
+    pub fn release(self) {
+        let _ = self.release.send(());
+    }
+}
+
 impl Store {
-    /// Opens (creating) the store at `path`. The file is locked: two servers cannot share it.
+    /// Opens (creating) the store at `path` and starts its writer thread. The file is locked:
+    /// two servers cannot share it. Blocking: call it off the async threads.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let db = Database::create(path)
             .map_err(into_redb)
             .map_err(db_error("opening"))?;
-        let mut store = Self {
-            db,
-            cache: Default::default(),
-            ossfs_salt: Vec::new(),
-        };
         let mut fresh_salt = [0_u8; 32];
         rustix::rand::getrandom(&mut fresh_salt, rustix::rand::GetRandomFlags::empty()).map_err(
             |e| StoreError::Database {
@@ -198,93 +271,122 @@ impl Store {
         )?;
         let mut salt = Vec::new();
         // Make the tables exist so readers never meet a missing table; keep the first salt.
-        store.write(|tx| {
-            tx.open_table(SANDBOXES)?;
-            tx.open_table(VOLUMES_TO_REMOVE)?;
-            let mut settings = tx.open_table(SETTINGS)?;
-            let existing = settings.get(OSSFS_SALT)?.map(|v| v.value().to_vec());
-            salt = match existing {
-                Some(existing) => existing,
-                None => {
-                    settings.insert(OSSFS_SALT, fresh_salt.as_slice())?;
-                    fresh_salt.to_vec()
+        write(
+            &db,
+            |tx| {
+                tx.open_table(SANDBOXES)?;
+                tx.open_table(VOLUMES_TO_REMOVE)?;
+                let mut settings = tx.open_table(SETTINGS)?;
+                let existing = settings.get(OSSFS_SALT)?.map(|v| v.value().to_vec());
+                salt = match existing {
+                    Some(existing) => existing,
+                    None => {
+                        settings.insert(OSSFS_SALT, fresh_salt.as_slice())?;
+                        fresh_salt.to_vec()
+                    }
+                };
+                Ok(())
+            },
+            || {},
+        )?;
+        let loaded: Vec<StoredSandbox> = read_table(&db, SANDBOXES)?;
+        let state = Arc::new(SharedState::with_records(loaded));
+        #[cfg(feature = "test-hooks")]
+        let hold = Arc::new(std::sync::Mutex::new(None));
+        let writer = Writer {
+            db,
+            state: Arc::clone(&state),
+            #[cfg(feature = "test-hooks")]
+            hold: Arc::clone(&hold),
+        };
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let thread = std::thread::Builder::new()
+            .name("berth-store".into())
+            .spawn(move || {
+                // Ends when the store drops its sender; the database (and its file lock) goes
+                // with the thread.
+                for job in queue {
+                    job(&writer);
                 }
-            };
-            Ok(())
-        })?;
-        store.ossfs_salt = salt;
-        let loaded: Vec<StoredSandbox> = store.read_table(SANDBOXES)?;
-        let cache = store
-            .cache
-            .get_mut()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for sandbox in loaded {
-            cache.insert(sandbox);
-        }
-        Ok(store)
+            })
+            .map_err(|e| StoreError::Database {
+                context: "starting the writer thread",
+                source: Box::new(redb::Error::Io(e)),
+            })?;
+        Ok(Self {
+            jobs: Some(jobs),
+            writer: Some(thread),
+            state,
+            ossfs_salt: salt,
+            #[cfg(feature = "test-hooks")]
+            hold,
+        })
     }
 
-    fn write(
+    /// The runtime state the store mirrors its records into.
+    pub fn state(&self) -> &Arc<SharedState> {
+        &self.state
+    }
+
+    /// Runs `job` on the writer thread and waits for its answer without blocking this one. A
+    /// caller that stops waiting does not stop the job: it commits (and is mirrored) anyway.
+    async fn run<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>,
-    ) -> Result<(), StoreError> {
-        let tx = self
-            .db
-            .begin_write()
-            .map_err(into_redb)
-            .map_err(db_error("beginning a write"))?;
-        f(&tx).map_err(db_error("writing"))?;
-        tx.commit()
-            .map_err(into_redb)
-            .map_err(db_error("committing"))
+        job: impl FnOnce(&Writer) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        self.jobs
+            .as_ref()
+            .ok_or(StoreError::WriterStopped)?
+            .send(Box::new(move |writer: &Writer| {
+                let _ = answer.send(job(writer));
+            }))
+            .map_err(|_| StoreError::WriterStopped)?;
+        answered.await.map_err(|_| StoreError::WriterStopped)?
     }
 
     /// Inserts or replaces a sandbox record.
-    pub fn put(&self, sandbox: &StoredSandbox) -> Result<(), StoreError> {
+    pub async fn put(&self, sandbox: &StoredSandbox) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(sandbox).map_err(|source| StoreError::Decode {
             key: sandbox.id.clone(),
             source,
         })?;
-        self.write(|tx| {
-            tx.open_table(SANDBOXES)?
-                .insert(sandbox.id.as_str(), bytes.as_slice())?;
+        let sandbox = sandbox.clone();
+        self.run(move |writer| {
+            writer.write(|tx| {
+                tx.open_table(SANDBOXES)?
+                    .insert(sandbox.id.as_str(), bytes.as_slice())?;
+                Ok(())
+            })?;
+            // Mirrored only after the commit: memory never shows what the disk does not hold.
+            writer.state.write(|state| state.put_record(sandbox));
             Ok(())
-        })?;
-        // Mirrored only after the commit: memory never shows what the disk does not hold.
-        self.cache_mut().insert(sandbox.clone());
-        Ok(())
+        })
+        .await
     }
 
     /// Removes a sandbox record (absent is fine).
-    pub fn remove(&self, id: &str) -> Result<(), StoreError> {
-        self.write(|tx| {
-            tx.open_table(SANDBOXES)?.remove(id)?;
+    pub async fn remove(&self, id: &str) -> Result<(), StoreError> {
+        let id = id.to_owned();
+        self.run(move |writer| {
+            writer.write(|tx| {
+                tx.open_table(SANDBOXES)?.remove(id.as_str())?;
+                Ok(())
+            })?;
+            writer.state.write(|state| state.remove_record(&id));
             Ok(())
-        })?;
-        self.cache_mut().remove(id);
-        Ok(())
+        })
+        .await
     }
 
-    fn cache(&self) -> std::sync::RwLockReadGuard<'_, Cache> {
-        self.cache
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn cache_mut(&self) -> std::sync::RwLockWriteGuard<'_, Cache> {
-        self.cache
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// One record.
+    /// One record (from memory).
     pub fn get(&self, id: &str) -> Result<Option<StoredSandbox>, StoreError> {
-        Ok(self.cache().records.get(id).cloned())
+        Ok(self.state.read(|state| state.record(id).cloned()))
     }
 
-    /// Every record.
+    /// Every record (from memory).
     pub fn all(&self) -> Result<Vec<StoredSandbox>, StoreError> {
-        Ok(self.cache().records.values().cloned().collect())
+        Ok(self.state.read(|state| state.records().cloned().collect()))
     }
 
     /// This server's secret salt for ossfs mount keys (made once, kept across restarts so the
@@ -295,87 +397,74 @@ impl Store {
 
     /// Whether any record uses the ossfs mount `key` (its reference count is the store).
     pub fn ossfs_key_in_use(&self, key: &crate::ossfs::OssfsKey) -> bool {
-        self.cache()
-            .records
-            .values()
-            .any(|s| s.volumes.iter().any(|v| v.ossfs_key.as_ref() == Some(key)))
-    }
-
-    /// Takes a container status change from the container index (`None`: the container is
-    /// gone), so the list index keeps every sandbox under its current state.
-    pub fn container_changed(&self, id: &str, status: Option<ContainerStatus>) {
-        let mut cache = self.cache_mut();
-        match status {
-            Some(status) => cache.containers.insert(id.to_owned(), status),
-            None => cache.containers.remove(id),
-        };
-        if let Some(phase) = cache.records.get(id).map(|r| r.phase) {
-            cache.listing.set_state(id, sandbox_state(phase, status));
-        }
-    }
-
-    /// Runs `f` on the mirror (records and list order), under the read lock. Lock order: a
-    /// caller that also needs the container index must take the index's lock first (its status
-    /// observer takes this lock while holding the index's).
-    pub fn with_cache<R>(&self, f: impl FnOnce(&Cache) -> R) -> R {
-        f(&self.cache())
-    }
-
-    /// Every value of a table, decoded.
-    fn read_table<T: serde::de::DeserializeOwned>(
-        &self,
-        definition: TableDefinition<'_, &str, &[u8]>,
-    ) -> Result<Vec<T>, StoreError> {
-        let tx = self
-            .db
-            .begin_read()
-            .map_err(into_redb)
-            .map_err(db_error("beginning a read"))?;
-        let table = tx
-            .open_table(definition)
-            .map_err(into_redb)
-            .map_err(db_error("opening table"))?;
-        let mut out = Vec::new();
-        for entry in table
-            .iter()
-            .map_err(into_redb)
-            .map_err(db_error("listing"))?
-        {
-            let (key, value) = entry.map_err(into_redb).map_err(db_error("listing"))?;
-            let decoded =
-                serde_json::from_slice(value.value()).map_err(|source| StoreError::Decode {
-                    key: key.value().to_owned(),
-                    source,
-                })?;
-            out.push(decoded);
-        }
-        Ok(out)
+        self.state.read(|state| state.ossfs_key_in_use(key))
     }
 
     /// Records a volume to remove once unused.
-    pub fn schedule_volume_removal(&self, volume: &CreatedVolume) -> Result<(), StoreError> {
+    pub async fn schedule_volume_removal(&self, volume: &CreatedVolume) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(volume).map_err(|source| StoreError::Decode {
             key: volume.name.clone(),
             source,
         })?;
-        self.write(|tx| {
-            tx.open_table(VOLUMES_TO_REMOVE)?
-                .insert(volume.name.as_str(), bytes.as_slice())?;
-            Ok(())
+        let name = volume.name.clone();
+        self.run(move |writer| {
+            writer.write(|tx| {
+                tx.open_table(VOLUMES_TO_REMOVE)?
+                    .insert(name.as_str(), bytes.as_slice())?;
+                Ok(())
+            })
         })
+        .await
     }
 
-    /// Volumes waiting for removal.
-    pub fn volumes_to_remove(&self) -> Result<Vec<CreatedVolume>, StoreError> {
-        self.read_table(VOLUMES_TO_REMOVE)
+    /// Volumes waiting for removal (read on the writer thread: a disk read).
+    pub async fn volumes_to_remove(&self) -> Result<Vec<CreatedVolume>, StoreError> {
+        self.run(|writer| read_table(&writer.db, VOLUMES_TO_REMOVE))
+            .await
     }
 
     /// Forgets a scheduled removal.
-    pub fn volume_removed(&self, name: &str) -> Result<(), StoreError> {
-        self.write(|tx| {
-            tx.open_table(VOLUMES_TO_REMOVE)?.remove(name)?;
-            Ok(())
+    pub async fn volume_removed(&self, name: &str) -> Result<(), StoreError> {
+        let name = name.to_owned();
+        self.run(move |writer| {
+            writer.write(|tx| {
+                tx.open_table(VOLUMES_TO_REMOVE)?.remove(name.as_str())?;
+                Ok(())
+            })
         })
+        .await
+    }
+
+    /// Test hook: the next commit blocks, after its writes and before committing, until the
+    /// returned hold is released or dropped.
+    #[cfg(feature = "test-hooks")]
+    pub fn hold_next_commit(&self) -> CommitHold {
+        let (entered_tx, entered_rx) = tokio::sync::oneshot::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel();
+        *self
+            .hold
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(HeldCommit {
+            entered: entered_tx,
+            release: release_rx,
+        });
+        CommitHold {
+            entered: Some(entered_rx),
+            release: release_tx,
+        }
+    }
+}
+
+impl Drop for Store {
+    /// Waits for the writer to finish the jobs already queued and close the database, so the
+    /// file lock is free when the store is gone (a restart reopens it at once).
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        if let Some(writer) = self.writer.take()
+            && writer.join().is_err()
+        {
+            tracing::error!("the state store writer panicked");
+        }
     }
 }
 
@@ -400,21 +489,22 @@ mod tests {
         }
     }
 
-    #[test]
-    fn records_survive_reopening() {
+    #[tokio::test]
+    async fn records_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.redb");
         {
             let store = Store::open(&path).unwrap();
-            store.put(&record("a")).unwrap();
-            store.put(&record("b")).unwrap();
-            store.remove("b").unwrap();
+            store.put(&record("a")).await.unwrap();
+            store.put(&record("b")).await.unwrap();
+            store.remove("b").await.unwrap();
             store
                 .schedule_volume_removal(&CreatedVolume {
                     name: "v".into(),
                     nonce: "n".into(),
                     delete_on_termination: true,
                 })
+                .await
                 .unwrap();
         }
         let store = Store::open(&path).unwrap();
@@ -430,9 +520,23 @@ mod tests {
         drop(store);
         let store = Store::open(&path).unwrap();
         assert_eq!(store.ossfs_salt(), salt, "the salt must survive restarts");
-        assert_eq!(store.volumes_to_remove().unwrap().len(), 1);
-        store.volume_removed("v").unwrap();
-        assert!(store.volumes_to_remove().unwrap().is_empty());
+        assert_eq!(store.volumes_to_remove().await.unwrap().len(), 1);
+        store.volume_removed("v").await.unwrap();
+        assert!(store.volumes_to_remove().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_mirror_shows_a_write_once_it_is_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.redb")).unwrap();
+        let written = record("a");
+        store.put(&written).await.unwrap();
+        assert_eq!(
+            store.state().read(|s| s.record("a").cloned()),
+            Some(written)
+        );
+        store.remove("a").await.unwrap();
+        assert!(store.state().read(|s| s.record("a").is_none()));
     }
 
     #[test]
@@ -441,5 +545,13 @@ mod tests {
         let path = dir.path().join("state.redb");
         let _first = Store::open(&path).unwrap();
         assert!(Store::open(&path).is_err());
+    }
+
+    #[test]
+    fn dropping_the_store_frees_the_file_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        drop(Store::open(&path).unwrap());
+        assert!(Store::open(&path).is_ok());
     }
 }

@@ -1,4 +1,4 @@
-//! The mount attacks of DESIGN §4 on the real engine. A sandbox with write access to a shared
+//! The mount attacks of ARCHITECTURE.md "Path safety" on the real engine. A sandbox with write access to a shared
 //! volume plants symlinks, FIFOs and sockets; later sandboxes asking for those paths get a 400
 //! with the exact code and nothing is created. A host thread exchanging a path component with a
 //! symlink while sandboxes are created never redirects a mount (each created sandbox reads its

@@ -1,7 +1,8 @@
 //! Reads and status changes at once: `list` and `list_page` in tight loops while sandboxes are
-//! created, paused, resumed and deleted (each change goes through the container index and its
-//! observer into the store's list index). A lock-order bug deadlocks here; a watchdog turns a
-//! hang into a failure instead of a stuck CI job.
+//! created, paused, resumed and deleted (each change goes through the container index and the
+//! store into the runtime's one state; see ARCHITECTURE.md, "One owner of runtime state"). A
+//! lock-order bug — two locks taken in both orders, as the index and the store once did —
+//! deadlocks here; a watchdog turns a hang into a failure instead of a stuck CI job.
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly by design.
 

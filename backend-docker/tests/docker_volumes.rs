@@ -305,7 +305,19 @@ async fn a_restart_loses_nothing_and_rolls_back_an_interrupted_create() {
             delete_on_termination: false,
         }];
         record.volumes.clear();
-        store.put(&record).unwrap();
+        // Store writes are async (a writer thread commits); this closure is not: wait on a
+        // runtime of its own, on a thread of its own.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .unwrap()
+                    .block_on(store.put(&record))
+            })
+            .join()
+            .unwrap()
+        })
+        .unwrap();
     })
     .await;
 

@@ -1,4 +1,4 @@
-//! The safe-path module against the attacks of DESIGN §4 and mount-security.md B.1/B.7: planted
+//! The safe-path module against the attacks of ARCHITECTURE.md "Path safety": planted
 //! symlinks of every shape, FIFOs and sockets on the path, files in the middle, and the
 //! ownership and mode of directories it creates. Needs root (chown); fails, never skips, without.
 

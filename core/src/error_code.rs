@@ -60,6 +60,9 @@ error_codes! {
     GeneralMethodNotAllowed = ("GENERAL::METHOD_NOT_ALLOWED", 405),
     /// An unexpected server-side failure; details are only in the server log.
     GeneralInternalError = ("GENERAL::INTERNAL_ERROR", 500),
+    /// The call did not finish within `server.request_deadline_seconds`; a create that finishes
+    /// later is rolled back, so nothing is left half-made.
+    GeneralDeadlineExceeded = ("GENERAL::DEADLINE_EXCEEDED", 504),
 
     // ---- sandbox ----
     /// A request field is invalid and no more specific code applies (entrypoint, timeout, resources, env, limits).
@@ -72,6 +75,12 @@ error_codes! {
     SandboxUnsupportedFeature = ("SANDBOX::UNSUPPORTED_FEATURE", 400),
     /// The image is neither present on the runtime nor pullable.
     SandboxImageNotFound = ("SANDBOX::IMAGE_NOT_FOUND", 400),
+    /// The engine refused well-formed `resourceLimits` this host cannot grant (more CPUs than it
+    /// has, memory below the engine's minimum); the message carries the engine's reason.
+    SandboxUnsatisfiableResourceLimits = ("SANDBOX::UNSATISFIABLE_RESOURCE_LIMITS", 400),
+    /// A port the server publishes for every sandbox (`docker.published_ports`) could not be
+    /// bound on the engine's host because something else holds it; retrying may succeed.
+    SandboxPortAlreadyAllocated = ("SANDBOX::PORT_ALREADY_ALLOCATED", 409),
     /// A renewal's `expiresAt` is not in the future.
     SandboxInvalidExpiration = ("SANDBOX::INVALID_EXPIRATION", 400),
     /// A metadata key or value breaks the Kubernetes label rules, or uses the reserved `opensandbox.io/` prefix.
@@ -145,6 +154,9 @@ error_codes! {
     VolumeInvalidNfsPath = ("VOLUME::INVALID_NFS_PATH", 400),
     /// An `nfs.options` entry is not on the allowlist or its value has the wrong form.
     VolumeInvalidNfsOption = ("VOLUME::INVALID_NFS_OPTION", 400),
+    /// The engine could not mount the NFS export (server name does not resolve, server
+    /// unreachable, export refused); the message carries the engine's reason.
+    VolumeNfsMountFailed = ("VOLUME::NFS_MOUNT_FAILED", 400),
 }
 
 impl ErrorCode {

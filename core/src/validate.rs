@@ -86,7 +86,7 @@ impl Violations {
         self.0[0].code
     }
 
-    /// The error body DESIGN §2 prescribes: the first violation's code, and a message listing
+    /// The error body of the wire contract (ARCHITECTURE.md): the first violation's code, and a message listing
     /// every violation with its field path.
     pub fn to_error_response(&self) -> wire::ErrorResponse {
         wire::ErrorResponse {

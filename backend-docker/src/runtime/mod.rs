@@ -1,8 +1,10 @@
-//! `DockerRuntime`: the `Runtime` of DESIGN §1 over the Docker Engine API.
+//! `DockerRuntime`: the `Runtime` over the Docker Engine API (see ARCHITECTURE.md, "Map").
 //!
-//! Reads (get, list) come from the store and the events-fed index, never from a Docker list
-//! call. Writes go to Docker, then to the index at once. Creates record their intent in the
-//! store before making anything, and roll back everything they made on any failure.
+//! Reads (get, list) come from the runtime's one in-memory state — records mirrored by the
+//! store, container views fed by the index — never from a Docker call or the disk
+//! (ARCHITECTURE.md, "Reads never call the engine"). Writes go to Docker, then to the index at
+//! once. Creates record their intent in the store before making anything, and roll back
+//! everything they made on any failure ("Record before objects", "Nothing half-made").
 
 mod create;
 mod named_volumes;
@@ -30,6 +32,7 @@ use crate::index::{ContainerIndex, ContainerStatus, IndexTasks};
 use crate::render::container_name;
 use crate::safe_path::TrustedRoot;
 use crate::safe_path::staging::StagingArea;
+use crate::state::SharedState;
 use crate::store::{Store, StoreError, StoredSandbox};
 
 pub use startup::StartupError;
@@ -39,6 +42,9 @@ pub use startup::StartupError;
 pub struct DockerRuntime {
     engine: Engine,
     config: DockerConfig,
+    /// Records, container views and the list order: one owner, one lock (ARCHITECTURE.md,
+    /// "One owner of runtime state"). The store and the index write it; reads only read it.
+    state: Arc<SharedState>,
     store: Arc<Store>,
     /// `None` when the server cannot mount (not root): host and pvc-subPath volumes are then
     /// refused unless `allow_unstaged_paths`.
@@ -61,9 +67,17 @@ fn store_error(e: StoreError) -> RuntimeError {
     }
 }
 
-/// Maps a Docker API error: an unreachable engine is `Unavailable`, anything else `Internal`.
+/// Maps a Docker API error: an unreachable or silent engine is `Unavailable`, anything else
+/// `Internal`. Answers that are the request's fault are classified before this, by
+/// `create::refusal`.
 fn docker_error(context: &str) -> impl FnOnce(bollard::errors::Error) -> RuntimeError + '_ {
     move |e| match e {
+        // bollard's client timeout (set to `docker.engine_timeout_seconds` at connect).
+        bollard::errors::Error::RequestTimeoutError => RuntimeError::Unavailable {
+            detail: format!(
+                "{context}: the Docker Engine did not answer within docker.engine_timeout_seconds"
+            ),
+        },
         bollard::errors::Error::DockerResponseServerError {
             status_code,
             message,
@@ -129,7 +143,13 @@ impl DockerRuntime {
 
     /// The sandbox as reported: the stored record with the index's view of its container.
     fn record_of(&self, stored: &StoredSandbox) -> SandboxRecord {
-        record_with(stored, self.index.get(&stored.id).as_ref())
+        self.state.read(|s| record_with(stored, s.view(&stored.id)))
+    }
+
+    /// Test hook: the store's next commit blocks until the returned hold is released.
+    #[cfg(feature = "test-hooks")]
+    pub fn hold_next_store_commit(&self) -> crate::store::CommitHold {
+        self.store.hold_next_commit()
     }
 }
 
@@ -196,7 +216,7 @@ fn record_with(
     };
     debug_assert_eq!(
         status.state,
-        crate::store::sandbox_state(stored.phase, view.map(|v| v.status)),
+        crate::state::sandbox_state(stored.phase, view.map(|v| v.status)),
         "list_page and get disagree"
     );
     SandboxRecord {
@@ -225,9 +245,13 @@ impl DockerRuntime {
         };
         match self
             .engine
-            .docker
-            .remove_container(&container_name(id), Some(options))
-            .await
+            .bounded(
+                "removing container",
+                self.engine
+                    .docker
+                    .remove_container(&container_name(id), Some(options)),
+            )
+            .await?
         {
             Ok(()) => Ok(()),
             Err(e) if is_not_found(&e) => Ok(()),
@@ -253,9 +277,8 @@ impl Runtime for DockerRuntime {
 
     async fn ping(&self) -> Result<(), RuntimeError> {
         self.engine
-            .docker
-            .ping()
-            .await
+            .bounded("pinging the engine", self.engine.docker.ping())
+            .await?
             .map(|_| ())
             .map_err(|e| RuntimeError::Unavailable {
                 detail: e.to_string(),
@@ -267,37 +290,35 @@ impl Runtime for DockerRuntime {
     }
 
     async fn get(&self, id: &SandboxId) -> Result<SandboxRecord, RuntimeError> {
-        Ok(self.record_of(&self.stored(id)?))
+        self.state
+            .read(|s| {
+                s.record(id.as_str())
+                    .map(|stored| record_with(stored, s.view(id.as_str())))
+            })
+            .ok_or_else(|| RuntimeError::NotFound { id: id.to_string() })
     }
 
-    /// Reads the page from the store's list index (ordered, with postings per state and
+    /// Reads the page from the state's list index (ordered, with postings per state and
     /// metadata pair) and builds full records only for the page.
     async fn list_page(&self, selection: &ListSelection) -> Result<ListedPage, RuntimeError> {
-        // Both read locks for the whole read, container index first: the index's status
-        // observer takes the store's lock while holding the index's, so that is the one order.
-        Ok(self.index.with_views(|views| {
-            self.store.with_cache(|cache| {
-                let (ids, total) = cache.listing.select(selection);
-                let items = ids
-                    .into_iter()
-                    .filter_map(|id| cache.records.get(id))
-                    .map(|s| record_with(s, views.get(&s.id)))
-                    .collect();
-                ListedPage { items, total }
-            })
+        // One read of the one state: the page, its records and their containers agree.
+        Ok(self.state.read(|state| {
+            let (ids, total) = state.listing().select(selection);
+            let items = ids
+                .into_iter()
+                .filter_map(|id| state.record(id))
+                .map(|s| record_with(s, state.view(&s.id)))
+                .collect();
+            ListedPage { items, total }
         }))
     }
 
     async fn list(&self) -> Result<Vec<SandboxRecord>, RuntimeError> {
-        // Container index first, then the store: the one lock order (see `list_page`).
-        Ok(self.index.with_views(|views| {
-            self.store.with_cache(|cache| {
-                cache
-                    .records
-                    .values()
-                    .map(|s| record_with(s, views.get(&s.id)))
-                    .collect()
-            })
+        Ok(self.state.read(|state| {
+            state
+                .records()
+                .map(|s| record_with(s, state.view(&s.id)))
+                .collect()
         }))
     }
 
@@ -335,7 +356,7 @@ impl Runtime for DockerRuntime {
     ) -> Result<DateTime<Utc>, RuntimeError> {
         let mut stored = self.stored(id)?;
         stored.expires_at = Some(expires_at);
-        self.store.put(&stored).map_err(store_error)?;
+        self.store.put(&stored).await.map_err(store_error)?;
         Ok(expires_at)
     }
 
@@ -354,7 +375,7 @@ impl Runtime for DockerRuntime {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        self.store.put(&stored).map_err(store_error)?;
+        self.store.put(&stored).await.map_err(store_error)?;
         Ok(self.record_of(&stored))
     }
 
@@ -386,9 +407,13 @@ impl Runtime for DockerRuntime {
         }
         let inspect = self
             .engine
-            .docker
-            .inspect_container(&container_name(id), None::<InspectContainerOptions>)
-            .await
+            .bounded(
+                "inspecting container",
+                self.engine
+                    .docker
+                    .inspect_container(&container_name(id), None::<InspectContainerOptions>),
+            )
+            .await?
             .map_err(docker_error("inspecting container"))?;
         let ip = inspect
             .network_settings
@@ -439,8 +464,16 @@ impl DockerRuntime {
         }
         let name = container_name(id);
         let result = match to {
-            ContainerStatus::Paused => self.engine.docker.pause_container(&name).await,
-            _ => self.engine.docker.unpause_container(&name).await,
+            ContainerStatus::Paused => {
+                self.engine
+                    .bounded(action, self.engine.docker.pause_container(&name))
+                    .await?
+            }
+            _ => {
+                self.engine
+                    .bounded(action, self.engine.docker.unpause_container(&name))
+                    .await?
+            }
         };
         match result {
             Ok(()) => {

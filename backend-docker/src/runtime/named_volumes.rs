@@ -27,7 +27,11 @@ pub(super) enum Claim {
 
 impl DockerRuntime {
     pub(super) async fn inspect_volume(&self, name: &str) -> Result<Option<Volume>, RuntimeError> {
-        match self.engine.docker.inspect_volume(name).await {
+        match self
+            .engine
+            .bounded("inspecting volume", self.engine.docker.inspect_volume(name))
+            .await?
+        {
             Ok(v) => Ok(Some(v)),
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(docker_error("inspecting volume")(e)),
@@ -89,9 +93,8 @@ impl DockerRuntime {
             };
             let volume = self
                 .engine
-                .docker
-                .create_volume(request)
-                .await
+                .bounded("creating volume", self.engine.docker.create_volume(request))
+                .await?
                 .map_err(docker_error("creating volume"))?;
             if volume.labels.get(LABEL_NONCE) == Some(&created.nonce) {
                 mine.push(created.clone());
@@ -101,7 +104,7 @@ impl DockerRuntime {
         }
         if mine.len() != stored.created_volumes.len() {
             stored.created_volumes = mine;
-            self.store.put(stored).map_err(store_error)?;
+            self.store.put(stored).await.map_err(store_error)?;
         }
         Ok(())
     }
@@ -109,7 +112,8 @@ impl DockerRuntime {
     /// Removes scheduled volumes that no sandbox in the store uses and that still carry the
     /// nonce Berth created them with. Call with the volume lock held.
     pub(super) async fn sweep_volumes(&self) -> Result<(), RuntimeError> {
-        let scheduled: Vec<CreatedVolume> = self.store.volumes_to_remove().map_err(store_error)?;
+        let scheduled: Vec<CreatedVolume> =
+            self.store.volumes_to_remove().await.map_err(store_error)?;
         if scheduled.is_empty() {
             return Ok(());
         }
@@ -128,9 +132,14 @@ impl DockerRuntime {
                 Some(v) if v.labels.get(LABEL_NONCE) == Some(&volume.nonce) => {
                     match self
                         .engine
-                        .docker
-                        .remove_volume(&volume.name, Some(RemoveVolumeOptions { force: false }))
-                        .await
+                        .bounded(
+                            "removing volume",
+                            self.engine.docker.remove_volume(
+                                &volume.name,
+                                Some(RemoveVolumeOptions { force: false }),
+                            ),
+                        )
+                        .await?
                     {
                         Ok(()) => {}
                         Err(e) if is_not_found(&e) => {}
@@ -150,6 +159,7 @@ impl DockerRuntime {
             }
             self.store
                 .volume_removed(&volume.name)
+                .await
                 .map_err(store_error)?;
         }
         Ok(())

@@ -5,7 +5,6 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use berth_core::model::{
     HostPath, PlatformArch, PlatformOs, PlatformSpec, ReadOnlyMode, SandboxId, VolumeBackendKind,
@@ -106,66 +105,114 @@ fn probe_staging(
     result
 }
 
+/// What startup opens on the host: the state directory, the store, the staging area (and
+/// whether the engine sees it), the ossfs area, and the allowed roots.
+struct HostSide {
+    store: Store,
+    staging: Option<Arc<StagingArea>>,
+    engine_sees_mounts: Option<bool>,
+    ossfs: Option<OssfsHost>,
+    roots: Vec<(HostPath, TrustedRoot)>,
+}
+
+/// Opens everything startup needs on the host. Blocking (directories, a database, mounts):
+/// run off the async threads.
+fn open_host(
+    config: &DockerConfig,
+    engine_socket: Option<&std::path::Path>,
+) -> Result<HostSide, StartupError> {
+    let state_error = |detail: String| StartupError::StateDir {
+        path: config.state_dir.clone(),
+        detail,
+    };
+    match std::fs::create_dir(&config.state_dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(state_error(e.to_string())),
+    }
+    let store = Store::open(&config.state_dir.join("state.redb"))?;
+    let area = StagingArea::open(&config.state_dir.join("mounts"))
+        .map_err(|e| state_error(e.to_string()))?;
+    let (staging, engine_sees_mounts) = match probe_staging(&config.state_dir, &area, engine_socket)
+    {
+        Ok(Some(false)) => {
+            tracing::warn!(
+                "the engine does not see this server's staging mounts (another mount namespace?); host, pvc-subPath and ossfs volumes are refused unless storage.allow_unstaged_paths"
+            );
+            (None, Some(false))
+        }
+        Ok(sees) => (Some(Arc::new(area)), sees),
+        Err(e) => {
+            tracing::warn!(error = %e, "this server cannot make staging mounts; host and pvc-subPath volumes are refused unless storage.allow_unstaged_paths");
+            (None, None)
+        }
+    };
+    let ossfs = match &staging {
+        Some(_) => OssfsHost::open(&config.ossfs, &config.state_dir).map_err(|source| {
+            StartupError::Ossfs {
+                path: config.ossfs.mount_root.clone(),
+                source,
+            }
+        })?,
+        None => None,
+    };
+    let mut roots = Vec::new();
+    for path in &config.allowed_host_paths {
+        let root =
+            TrustedRoot::open_configured(path).map_err(|source| StartupError::AllowedRoot {
+                path: path.clone(),
+                source,
+            })?;
+        let host_path = path
+            .to_str()
+            .and_then(|p| HostPath::new(p).ok())
+            .ok_or_else(|| StartupError::AllowedRoot {
+                path: path.clone(),
+                source: SafePathError::Missing {
+                    path: "an absolute, normal path".into(),
+                },
+            })?;
+        roots.push((host_path, root));
+    }
+    Ok(HostSide {
+        store,
+        staging,
+        engine_sees_mounts,
+        ossfs,
+        roots,
+    })
+}
+
+/// Runs blocking `f` off the async threads; a panic in it is a panic here.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, tokio::task::JoinError> {
+    match tokio::task::spawn_blocking(f).await {
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        other => other,
+    }
+}
+
 impl DockerRuntime {
     /// Connects, probes, reconciles; ready to serve when it returns.
     pub async fn start(config: DockerConfig) -> Result<Self, StartupError> {
-        let engine = engine::connect(config.host.as_deref()).await?;
-        let state_error = |detail: String| StartupError::StateDir {
-            path: config.state_dir.clone(),
-            detail,
+        let engine = engine::connect(config.host.as_deref(), config.engine_timeout).await?;
+        let HostSide {
+            store,
+            staging,
+            engine_sees_mounts,
+            ossfs,
+            roots,
+        } = {
+            let (host_config, socket) = (config.clone(), engine.socket.clone());
+            blocking(move || open_host(&host_config, socket.as_deref()))
+                .await
+                .map_err(|e| StartupError::StateDir {
+                    path: config.state_dir.clone(),
+                    detail: e.to_string(),
+                })??
         };
-        match std::fs::create_dir(&config.state_dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(state_error(e.to_string())),
-        }
-        let store = Arc::new(Store::open(&config.state_dir.join("state.redb"))?);
-        let area = StagingArea::open(&config.state_dir.join("mounts"))
-            .map_err(|e| state_error(e.to_string()))?;
-        let (staging, engine_sees_mounts) = match probe_staging(
-            &config.state_dir,
-            &area,
-            engine.socket.as_deref(),
-        ) {
-            Ok(Some(false)) => {
-                tracing::warn!(
-                    "the engine does not see this server's staging mounts (another mount namespace?); host, pvc-subPath and ossfs volumes are refused unless storage.allow_unstaged_paths"
-                );
-                (None, Some(false))
-            }
-            Ok(sees) => (Some(Arc::new(area)), sees),
-            Err(e) => {
-                tracing::warn!(error = %e, "this server cannot make staging mounts; host and pvc-subPath volumes are refused unless storage.allow_unstaged_paths");
-                (None, None)
-            }
-        };
-        let ossfs = match &staging {
-            Some(_) => OssfsHost::open(&config.ossfs, &config.state_dir).map_err(|source| {
-                StartupError::Ossfs {
-                    path: config.ossfs.mount_root.clone(),
-                    source,
-                }
-            })?,
-            None => None,
-        };
-        let mut roots = Vec::new();
-        for path in &config.allowed_host_paths {
-            let root =
-                TrustedRoot::open_configured(path).map_err(|source| StartupError::AllowedRoot {
-                    path: path.clone(),
-                    source,
-                })?;
-            let host_path = path
-                .to_str()
-                .and_then(|p| HostPath::new(p).ok())
-                .ok_or_else(|| StartupError::AllowedRoot {
-                    path: path.clone(),
-                    source: SafePathError::Missing {
-                        path: "an absolute, normal path".into(),
-                    },
-                })?;
-            roots.push((host_path, root));
-        }
+        let store = Arc::new(store);
         if !matches!(config.network_mode.as_str(), "host" | "none")
             && !config.network_mode.starts_with("container:")
         {
@@ -226,17 +273,12 @@ impl DockerRuntime {
             platform,
             reserved_mount_paths: Vec::new(),
         };
-        let index = ContainerIndex::default();
-        // The list index follows container statuses. Weak: the index's tasks may outlive the
-        // runtime by a moment, and must not keep the store (and its file lock) open.
-        let listing = Arc::downgrade(&store);
-        index.observe(move |id, status| {
-            if let Some(store) = listing.upgrade() {
-                store.container_changed(id, status);
-            }
-        });
+        // The index writes into the same state the store mirrors into (one owner, one lock).
+        // Its tasks hold only the state, never the store (and its file lock).
+        let state = Arc::clone(store.state());
+        let index = ContainerIndex::new(Arc::clone(&state));
         let tasks = index
-            .start(&engine, instance_filter(&config), Duration::from_secs(60))
+            .start(&engine, instance_filter(&config), config.index_resync)
             .await
             .map_err(StartupError::Index)?;
         tracing::info!(
@@ -252,6 +294,7 @@ impl DockerRuntime {
         let runtime = Self {
             engine,
             config,
+            state,
             store,
             staging,
             roots: Arc::new(roots),
@@ -322,24 +365,31 @@ impl DockerRuntime {
             }
         }
         if let Some(area) = &self.staging {
-            match area.sandboxes() {
-                Ok(staged) => {
-                    for sandbox in staged.into_iter().filter(|s| !known.contains(s)) {
-                        if SandboxId::new(&sandbox).is_ok() {
-                            tracing::warn!(%sandbox, "reconcile: releasing stale staging mounts");
-                            if let Err(e) = area.release_sandbox(&sandbox) {
-                                tracing::error!(%sandbox, error = %e, "reconcile: releasing stale staging mounts failed");
-                            }
-                        }
-                    }
-                }
-                Err(e) => tracing::error!(error = %e, "reconcile: cannot list staging mounts"),
-            }
+            let area = Arc::clone(area);
+            // A walk of the staging area and unmounts: off the async threads.
+            let _ = blocking(move || release_stale_staging(&area, &known)).await;
         }
         self.reconcile_ossfs().await;
         let _guard = self.volume_lock.lock().await;
         if let Err(e) = self.sweep_volumes().await {
             tracing::error!(error = %e, "reconcile: volume sweep failed");
         }
+    }
+}
+
+/// Releases the staging mounts of sandboxes that have no finished record.
+fn release_stale_staging(area: &StagingArea, known: &BTreeSet<String>) {
+    match area.sandboxes() {
+        Ok(staged) => {
+            for sandbox in staged.into_iter().filter(|s| !known.contains(s)) {
+                if SandboxId::new(&sandbox).is_ok() {
+                    tracing::warn!(%sandbox, "reconcile: releasing stale staging mounts");
+                    if let Err(e) = area.release_sandbox(&sandbox) {
+                        tracing::error!(%sandbox, error = %e, "reconcile: releasing stale staging mounts failed");
+                    }
+                }
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "reconcile: cannot list staging mounts"),
     }
 }

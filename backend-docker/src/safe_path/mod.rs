@@ -1,4 +1,4 @@
-//! The one place where user input becomes a host path (DESIGN §4).
+//! The one place where user input becomes a host path (ARCHITECTURE.md, "Path safety"; invariant "Only safe_path builds host paths").
 //!
 //! A path below a trusted root — an allowed host root from configuration, or a named volume's
 //! mountpoint from the engine — is resolved from a pinned fd of that root, one segment at a time,

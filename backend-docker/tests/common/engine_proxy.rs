@@ -31,6 +31,12 @@ pub enum FaultKind {
     /// Forward, let the engine finish, then drop the connection: the engine did it, the client
     /// never hears.
     LoseResponse,
+    /// Forward, let the engine finish, then hold its answer this long before passing it on: an
+    /// engine that is slow to answer.
+    Delay(std::time::Duration),
+    /// Answer with this status and engine message without forwarding: an engine answer that
+    /// cannot be produced on demand here (the text must be the real engine's).
+    AnswerWith(u16, &'static str),
 }
 
 #[derive(Debug, Clone)]
@@ -44,6 +50,8 @@ struct Fault {
 struct Shared {
     calls: Vec<Call>,
     faults: Vec<Fault>,
+    /// Bumped to end every `/events` response in flight (see `cut_event_streams`).
+    event_cuts: Option<tokio::sync::watch::Sender<u64>>,
 }
 
 pub struct EngineProxy {
@@ -73,7 +81,10 @@ impl EngineProxy {
     pub async fn start(dir: &Path, upstream: &str, report_api: Option<&str>) -> Self {
         let socket = dir.join("docker-proxy.sock");
         let listener = tokio::net::UnixListener::bind(&socket).unwrap();
-        let shared = Arc::new(Mutex::new(Shared::default()));
+        let shared = Arc::new(Mutex::new(Shared {
+            event_cuts: Some(tokio::sync::watch::Sender::new(0)),
+            ..Shared::default()
+        }));
         let upstream = PathBuf::from(upstream.trim_start_matches("unix://"));
         let report_api = report_api.map(str::to_owned);
         let state = shared.clone();
@@ -127,6 +138,25 @@ impl EngineProxy {
     pub fn clear(&self) {
         self.shared.lock().unwrap().calls.clear();
     }
+
+    /// Ends every `/events` response in flight, as an engine restart or a proxy timeout would
+    /// (later subscriptions are served normally).
+    pub fn cut_event_streams(&self) {
+        if let Some(cuts) = &self.shared.lock().unwrap().event_cuts {
+            cuts.send_modify(|n| *n += 1);
+        }
+    }
+}
+
+/// `body`, ended early when `cut` changes.
+fn cuttable(body: Incoming, cut: tokio::sync::watch::Receiver<u64>) -> ProxyBody {
+    let frames = futures_util::stream::unfold((body, cut), |(mut body, mut cut)| async move {
+        tokio::select! {
+            frame = body.frame() => frame.map(|frame| (frame, (body, cut))),
+            _ = cut.changed() => None,
+        }
+    });
+    http_body_util::StreamBody::new(frames).boxed()
 }
 
 fn split_version(path: &str) -> (Option<String>, String) {
@@ -174,6 +204,13 @@ async fn handle(
             .position(|f| f.method == method && path.contains(&f.path_contains));
         found.map(|i| s.faults.remove(i).kind)
     };
+    if let Some(FaultKind::AnswerWith(status, message)) = fault {
+        return Ok(Response::builder()
+            .status(status)
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(full(serde_json::json!({ "message": message }).to_string()))
+            .unwrap());
+    }
     if fault == Some(FaultKind::RefuseBefore) {
         return Ok(Response::builder()
             .status(500)
@@ -206,6 +243,16 @@ async fn handle(
         let _ = response.into_body().collect().await;
         return Err(std::io::Error::other("injected: response lost"));
     }
+    if let Some(FaultKind::Delay(delay)) = fault {
+        let (parts, body) = response.into_parts();
+        let bytes = body
+            .collect()
+            .await
+            .map_err(std::io::Error::other)?
+            .to_bytes();
+        tokio::time::sleep(delay).await;
+        return Ok(Response::from_parts(parts, full(bytes)));
+    }
     if path == "/version"
         && let Some(api) = &report_api
     {
@@ -221,6 +268,17 @@ async fn handle(
         let mut response = Response::from_parts(parts, full(serde_json::to_vec(&json).unwrap()));
         response.headers_mut().remove(hyper::header::CONTENT_LENGTH);
         return Ok(response);
+    }
+    if path.starts_with("/events") {
+        let cut = shared
+            .lock()
+            .unwrap()
+            .event_cuts
+            .as_ref()
+            .map(tokio::sync::watch::Sender::subscribe);
+        if let Some(cut) = cut {
+            return Ok(response.map(|b| cuttable(b, cut)));
+        }
     }
     Ok(response.map(|b| b.boxed()))
 }

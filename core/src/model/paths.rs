@@ -4,7 +4,7 @@
 //! Accepted values are already normal — no `.`/`..`/empty segments, no trailing `/` — so
 //! normalising is the identity, joining a `SubPath` to any base stays under that base, and two
 //! spellings of one path cannot both be accepted. Nothing here touches a filesystem: symlinks and
-//! file types are the backends' business (DESIGN §4).
+//! file types are the backends' business (ARCHITECTURE.md, "Path safety").
 
 use std::borrow::Cow;
 
