@@ -11,10 +11,10 @@ use berth_core::validate::{check_port, check_renewal};
 use berth_core::wire;
 use chrono::SubsecRound;
 
-use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, QueryPairs, SandboxPath};
 use crate::list_query::ListQuery;
+use crate::{AppState, detached};
 
 fn new_id() -> SandboxId {
     SandboxId::new(&uuid::Uuid::new_v4().to_string())
@@ -83,7 +83,7 @@ pub(crate) async fn create_sandbox(
         };
         return Ok((StatusCode::OK, Json(body)).into_response());
     }
-    let record = state.runtime.create(create).await?;
+    let record = detached::create(&state, create).await?;
     state.reaper_wakeup.notify_one();
     let mut response = (
         StatusCode::ACCEPTED,
@@ -168,9 +168,10 @@ pub(crate) async fn delete_sandbox(
     State(state): State<AppState>,
     SandboxPath(id): SandboxPath,
 ) -> Result<StatusCode, ApiError> {
-    let _guard = state.locks.lock(&id).await;
-    state.runtime.delete(&id).await?;
-    state.locks.forget(&id);
+    detached::on_sandbox(&state, id, |state, id| async move {
+        state.runtime.delete(&id).await
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -183,8 +184,10 @@ pub(crate) async fn pause_sandbox(
     State(state): State<AppState>,
     SandboxPath(id): SandboxPath,
 ) -> Result<StatusCode, ApiError> {
-    let _guard = state.locks.lock(&id).await;
-    state.runtime.pause(&id).await?;
+    detached::on_sandbox(&state, id, |state, id| async move {
+        state.runtime.pause(&id).await
+    })
+    .await?;
     Ok(StatusCode::ACCEPTED)
 }
 
@@ -197,8 +200,10 @@ pub(crate) async fn resume_sandbox(
     State(state): State<AppState>,
     SandboxPath(id): SandboxPath,
 ) -> Result<StatusCode, ApiError> {
-    let _guard = state.locks.lock(&id).await;
-    state.runtime.resume(&id).await?;
+    detached::on_sandbox(&state, id, |state, id| async move {
+        state.runtime.resume(&id).await
+    })
+    .await?;
     Ok(StatusCode::ACCEPTED)
 }
 
@@ -215,8 +220,10 @@ pub(crate) async fn renew_sandbox(
     JsonBody(request): JsonBody<wire::RenewSandboxExpirationRequest>,
 ) -> Result<Json<wire::RenewSandboxExpirationResponse>, ApiError> {
     check_renewal(request.expires_at, state.clock.now(), &state.policy)?;
-    let _guard = state.locks.lock(&id).await;
-    let expires_at = state.runtime.renew(&id, request.expires_at).await?;
+    let expires_at = detached::on_sandbox(&state, id, move |state, id| async move {
+        state.runtime.renew(&id, request.expires_at).await
+    })
+    .await?;
     state.reaper_wakeup.notify_one();
     Ok(Json(wire::RenewSandboxExpirationResponse { expires_at }))
 }
@@ -234,10 +241,11 @@ pub(crate) async fn patch_metadata(
     JsonBody(patch): JsonBody<wire::PatchSandboxMetadataRequest>,
 ) -> Result<Json<wire::Sandbox>, ApiError> {
     let patch = MetadataPatch::from_request(&patch)?;
-    let _guard = state.locks.lock(&id).await;
-    Ok(Json(wire::Sandbox::from(
-        &state.runtime.patch_metadata(&id, &patch).await?,
-    )))
+    let record = detached::on_sandbox(&state, id, move |state, id| async move {
+        state.runtime.patch_metadata(&id, &patch).await
+    })
+    .await?;
+    Ok(Json(wire::Sandbox::from(&record)))
 }
 
 /// Where a port of the sandbox is reachable (`host:port`, no scheme).
@@ -303,7 +311,7 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     let mut headers = HeaderMap::new();
     headers.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4"),
+        HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
     );
     (headers, state.metrics.render(&sandboxes)).into_response()
 }

@@ -1,4 +1,4 @@
-//! Berth's HTTP server: the OpenSandbox Lifecycle API v1 (DESIGN §2) over any `Runtime`.
+//! Berth's HTTP server: the OpenSandbox Lifecycle API v1 (ARCHITECTURE.md, "Wire contract") over any `Runtime`.
 //!
 //! [`router`] builds the whole app; tests drive it with `tower::ServiceExt::oneshot`. Routes are
 //! served at `/v1` and at `/`. Every error is the two-field JSON body, made in one place
@@ -6,6 +6,7 @@
 //! panics.
 
 pub mod config;
+mod detached;
 pub mod error;
 mod extract;
 mod handlers;
@@ -16,7 +17,7 @@ pub mod openapi;
 pub mod reaper;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -29,6 +30,7 @@ use berth_core::runtime::Runtime;
 use berth_core::validate::StoragePolicy;
 use subtle::ConstantTimeEq;
 use tokio::sync::Notify;
+use tokio_util::task::TaskTracker;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
@@ -41,6 +43,8 @@ use crate::reaper::{Clock, SystemClock};
 pub const API_KEY_HEADER: &str = "open-sandbox-api-key";
 /// Largest accepted body.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
+/// `server.request_deadline_seconds` by default.
+pub const DEFAULT_REQUEST_DEADLINE: Duration = Duration::from_secs(600);
 
 /// Everything the handlers share.
 #[derive(Clone)]
@@ -61,6 +65,11 @@ pub struct AppState {
     pub reaper_wakeup: Arc<Notify>,
     /// Wall clock (replaceable in tests).
     pub clock: Arc<dyn Clock>,
+    /// Longest a mutating call may take before its client gets `GENERAL::DEADLINE_EXCEEDED`
+    /// (`server.request_deadline_seconds`).
+    pub request_deadline: Duration,
+    /// Mutating calls run detached from their connection; shutdown waits for these.
+    pub in_flight: TaskTracker,
 }
 
 impl AppState {
@@ -75,7 +84,25 @@ impl AppState {
             metrics: Arc::default(),
             reaper_wakeup: Arc::default(),
             clock: Arc::new(SystemClock),
+            request_deadline: DEFAULT_REQUEST_DEADLINE,
+            in_flight: TaskTracker::new(),
         }
+    }
+
+    /// Sets `server.request_deadline_seconds`.
+    pub fn with_request_deadline(mut self, deadline: Duration) -> Self {
+        self.request_deadline = deadline;
+        self
+    }
+
+    /// Waits up to `bound` for the mutating calls still running (shutdown); `false` if some
+    /// were still running at the bound. A create cut off here is rolled back at the next start
+    /// (its record says it was being created).
+    pub async fn finish_in_flight(&self, bound: Duration) -> bool {
+        self.in_flight.close();
+        tokio::time::timeout(bound, self.in_flight.wait())
+            .await
+            .is_ok()
     }
 
     /// Requires `key` on every route but `/health` and `/openapi.json`.
@@ -197,11 +224,14 @@ async fn authenticate(State(state): State<AppState>, request: Request, next: Nex
     }
 }
 
+/// Records metrics and the access log line of every request. axum runs `Router::layer`
+/// middleware after routing, so the route is the router's pattern (`MatchedPath`), never the
+/// client's path: label values stay a closed set whatever clients send.
 async fn record_metrics(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+        .map(|p| p.as_str().to_owned());
     let method = request.method().clone();
     // The access log (target `berth_api::access`, level info): path without the query, the
     // request id clients can quote; never a header value or body (they may hold keys).
@@ -218,9 +248,13 @@ async fn record_metrics(State(state): State<AppState>, request: Request, next: N
     let response = next.run(request).await;
     let status = response.status();
     let elapsed = started.elapsed();
-    state
-        .metrics
-        .record_request(&format!("{method} {route}"), status.as_u16(), elapsed);
+    let route = route.as_deref().unwrap_or(metrics::UNMATCHED_ROUTE);
+    state.metrics.record_request(
+        metrics::method_label(&method),
+        route,
+        status.as_u16(),
+        elapsed,
+    );
     if let Some((path, request_id)) = access {
         tracing::info!(
             target: ACCESS_LOG,

@@ -1,131 +1,209 @@
-//! Prometheus metrics in the text format: requests by route and status, a latency histogram by
-//! route, sandboxes by state (read at scrape time), and reaper actions.
+//! Prometheus metrics (`prometheus-client`, text format 0.0.4): requests by method, route and
+//! status, a latency histogram by method and route, sandboxes by state (read at scrape time),
+//! and reaper actions.
+//!
+//! Every label value comes from a closed set, so no client can grow the server's memory or the
+//! scrape by inventing methods or paths: methods outside the standard ones are `OTHER`, routes are
+//! the router's own patterns (or `unmatched`), and statuses are those the server answers with.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use berth_core::model::{SandboxRecord, SandboxState};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
 
-const BUCKETS: [f64; 12] = [
+/// The `Content-Type` of [`Metrics::render`]'s output.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+const LATENCY_BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
 
-#[derive(Debug, Default)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    count: u64,
-    sum: f64,
+/// The route label of a request that matched no route.
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// The method label: the standard methods by name, anything else `OTHER`.
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
 }
 
-#[derive(Debug, Default)]
-struct Inner {
-    requests: BTreeMap<(String, u16), u64>,
-    latency: BTreeMap<String, Histogram>,
-    reaper: BTreeMap<&'static str, u64>,
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: &'static str,
+    route: String,
+    status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    method: &'static str,
+    route: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReaperLabels {
+    result: &'static str,
+}
+
+/// What a reaper pass did with one expired sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReaperResult {
+    /// Deleted.
+    Deleted,
+    /// Already gone when the reaper came.
+    AlreadyGone,
+    /// The delete failed (retried on the next pass).
+    Failed,
+}
+
+impl ReaperResult {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Deleted => "deleted",
+            Self::AlreadyGone => "already_gone",
+            Self::Failed => "failed",
+        }
+    }
 }
 
 /// The server's metrics.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
-    inner: Mutex<Inner>,
+    requests: Family<RequestLabels, Counter>,
+    latency: LatencyFamily,
+    sandboxes: Family<StateLabels, Gauge>,
+    reaper: Family<ReaperLabels, Counter>,
+    registry: Registry,
+    /// Scrapes set the sandbox gauges, then encode: one at a time.
+    scrape: Mutex<()>,
 }
 
-impl Metrics {
-    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Records one request.
-    pub fn record_request(&self, route: &str, status: u16, took: Duration) {
-        let mut inner = self.inner();
-        *inner
-            .requests
-            .entry((route.to_owned(), status))
-            .or_default() += 1;
-        let h = inner.latency.entry(route.to_owned()).or_default();
-        let secs = took.as_secs_f64();
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            if secs <= *bound {
-                h.counts[i] += 1;
-            }
+impl Default for Metrics {
+    fn default() -> Self {
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency: LatencyFamily =
+            Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS));
+        let sandboxes = Family::<StateLabels, Gauge>::default();
+        let reaper = Family::<ReaperLabels, Counter>::default();
+        let mut registry = Registry::default();
+        registry.register(
+            "berth_http_requests",
+            "HTTP requests by method, route and status",
+            requests.clone(),
+        );
+        registry.register_with_unit(
+            "berth_http_request_duration",
+            "Request latency by method and route",
+            Unit::Seconds,
+            latency.clone(),
+        );
+        registry.register("berth_sandboxes", "Sandboxes by state", sandboxes.clone());
+        registry.register(
+            "berth_reaper_actions",
+            "Expired sandboxes handled by the reaper",
+            reaper.clone(),
+        );
+        // Every reaper result shows from the start, so a dashboard can tell 0 from absent.
+        for result in [
+            ReaperResult::Deleted,
+            ReaperResult::AlreadyGone,
+            ReaperResult::Failed,
+        ] {
+            let _ = reaper.get_or_create(&ReaperLabels {
+                result: result.as_str(),
+            });
         }
-        h.count += 1;
-        h.sum += secs;
+        Self {
+            requests,
+            latency,
+            sandboxes,
+            reaper,
+            registry,
+            scrape: Mutex::new(()),
+        }
+    }
+}
+
+/// The latency family's type, named once (its constructor is a plain function pointer).
+type LatencyFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
+
+impl Metrics {
+    /// Records one request. `route` must be one of the router's patterns (axum's `MatchedPath`)
+    /// or [`UNMATCHED_ROUTE`], never a request's own path; `method` is from [`method_label`].
+    pub fn record_request(&self, method: &'static str, route: &str, status: u16, took: Duration) {
+        let route = route.to_owned();
+        self.latency
+            .get_or_create(&RouteLabels {
+                method,
+                route: route.clone(),
+            })
+            .observe(took.as_secs_f64());
+        self.requests
+            .get_or_create(&RequestLabels {
+                method,
+                route,
+                status,
+            })
+            .inc();
     }
 
-    /// Records a reaper action (`deleted`, `already_gone`, `failed`).
-    pub fn record_reaper(&self, result: &'static str) {
-        *self.inner().reaper.entry(result).or_default() += 1;
+    /// Records a reaper action.
+    pub fn record_reaper(&self, result: ReaperResult) {
+        self.reaper
+            .get_or_create(&ReaperLabels {
+                result: result.as_str(),
+            })
+            .inc();
     }
 
     /// How many reaper actions of a kind happened.
-    pub fn reaper_count(&self, result: &str) -> u64 {
-        self.inner().reaper.get(result).copied().unwrap_or(0)
+    pub fn reaper_count(&self, result: ReaperResult) -> u64 {
+        self.reaper
+            .get_or_create(&ReaperLabels {
+                result: result.as_str(),
+            })
+            .get()
     }
 
     /// The text exposition, with sandbox counts from `sandboxes`.
     pub fn render(&self, sandboxes: &[SandboxRecord]) -> String {
-        let inner = self.inner();
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP berth_http_requests_total HTTP requests by route and status.\n# TYPE berth_http_requests_total counter"
-        );
-        for ((route, status), n) in &inner.requests {
-            let _ = writeln!(
-                out,
-                "berth_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP berth_http_request_duration_seconds Request latency by route.\n# TYPE berth_http_request_duration_seconds histogram"
-        );
-        for (route, h) in &inner.latency {
-            for (bound, count) in BUCKETS.iter().zip(h.counts) {
-                let _ = writeln!(
-                    out,
-                    "berth_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{bound}\"}} {count}"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "berth_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}",
-                h.count
-            );
-            let _ = writeln!(
-                out,
-                "berth_http_request_duration_seconds_sum{{route=\"{route}\"}} {}",
-                h.sum
-            );
-            let _ = writeln!(
-                out,
-                "berth_http_request_duration_seconds_count{{route=\"{route}\"}} {}",
-                h.count
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP berth_sandboxes Sandboxes by state.\n# TYPE berth_sandboxes gauge"
-        );
+        let _scrape = self
+            .scrape
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for state in SandboxState::ALL {
             let n = sandboxes.iter().filter(|s| s.status.state == state).count();
-            let _ = writeln!(out, "berth_sandboxes{{state=\"{state}\"}} {n}");
+            self.sandboxes
+                .get_or_create(&StateLabels {
+                    state: state.as_str(),
+                })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
-        let _ = writeln!(
-            out,
-            "# HELP berth_reaper_actions_total Expired sandboxes handled by the reaper.\n# TYPE berth_reaper_actions_total counter"
-        );
-        for result in ["deleted", "already_gone", "failed"] {
-            let _ = writeln!(
-                out,
-                "berth_reaper_actions_total{{result=\"{result}\"}} {}",
-                inner.reaper.get(result).copied().unwrap_or(0)
-            );
+        let mut out = String::new();
+        if let Err(e) =
+            prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
+        {
+            tracing::error!(error = %e, "encoding metrics");
         }
         out
     }

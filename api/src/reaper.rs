@@ -1,4 +1,4 @@
-//! The expiry reaper (DESIGN §5): deletes each sandbox within a second of its `expiresAt`. It
+//! The expiry reaper (ARCHITECTURE.md, "Lifecycle"): deletes each sandbox within a second of its `expiresAt`. It
 //! asks the runtime what exists (so it survives restarts: expiries live in the runtime's state),
 //! sleeps until the next expiry or until woken by a create or renewal, and treats a sandbox that
 //! is already gone as done. Deleting goes through the runtime, which releases exactly what
@@ -12,6 +12,7 @@ use berth_core::runtime::RuntimeError;
 use chrono::{DateTime, Utc};
 
 use crate::AppState;
+use crate::metrics::ReaperResult;
 
 /// Longest sleep between looks, so expiries set outside this process are still found.
 const MAX_SLEEP: Duration = Duration::from_secs(30);
@@ -65,33 +66,48 @@ pub async fn run(state: AppState, clock: Arc<dyn Clock>) {
         };
         let now = clock.now();
         for id in due(&records, now) {
-            let _guard = state.locks.lock(&id).await;
-            // Re-read under the lock: a renewal may have just moved the expiry.
-            match state.runtime.get(&id).await {
-                Ok(r) if r.expires_at.is_some_and(|e| e <= clock.now()) => {}
-                Ok(_) | Err(RuntimeError::NotFound { .. }) => continue,
-                Err(e) => {
-                    tracing::warn!(sandbox = %id, error = %e, "reaper: cannot read sandbox");
-                    continue;
-                }
-            }
-            match state.runtime.delete(&id).await {
-                Ok(()) => {
-                    tracing::info!(sandbox = %id, "reaper: deleted expired sandbox");
-                    state.metrics.record_reaper("deleted");
-                    state.locks.forget(&id);
-                }
-                Err(RuntimeError::NotFound { .. }) => state.metrics.record_reaper("already_gone"),
-                Err(e) => {
-                    tracing::error!(sandbox = %id, error = %e, "reaper: deleting expired sandbox failed");
-                    state.metrics.record_reaper("failed");
-                }
+            // Detached and tracked like a client's call: stopping the reaper (shutdown) never
+            // cuts a delete half-way.
+            let task_state = state.clone();
+            let task_clock = clock.clone();
+            let reaped = state
+                .in_flight
+                .spawn(async move { reap(&task_state, &id, task_clock.as_ref()).await });
+            if let Err(e) = reaped.await {
+                tracing::error!(error = %e, "reaper: a delete task failed");
             }
         }
         let sleep = sleep_until_next(&records, clock.now());
         tokio::select! {
             () = tokio::time::sleep(sleep) => {}
             () = state.reaper_wakeup.notified() => {}
+        }
+    }
+}
+
+/// Deletes one sandbox if, under its lock, it is still expired.
+async fn reap(state: &AppState, id: &SandboxId, clock: &dyn Clock) {
+    let _guard = state.locks.lock(id).await;
+    // Re-read under the lock: a renewal may have just moved the expiry.
+    match state.runtime.get(id).await {
+        Ok(r) if r.expires_at.is_some_and(|e| e <= clock.now()) => {}
+        Ok(_) | Err(RuntimeError::NotFound { .. }) => return,
+        Err(e) => {
+            tracing::warn!(sandbox = %id, error = %e, "reaper: cannot read sandbox");
+            return;
+        }
+    }
+    match state.runtime.delete(id).await {
+        Ok(()) => {
+            tracing::info!(sandbox = %id, "reaper: deleted expired sandbox");
+            state.metrics.record_reaper(ReaperResult::Deleted);
+        }
+        Err(RuntimeError::NotFound { .. }) => {
+            state.metrics.record_reaper(ReaperResult::AlreadyGone);
+        }
+        Err(e) => {
+            tracing::error!(sandbox = %id, error = %e, "reaper: deleting expired sandbox failed");
+            state.metrics.record_reaper(ReaperResult::Failed);
         }
     }
 }

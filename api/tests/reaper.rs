@@ -111,7 +111,12 @@ async fn expiry_renewal_and_release_on_the_paused_clock() {
         runtime.get(&renewed).await.is_err(),
         "the renewed expiry was not honoured"
     );
-    assert_eq!(state.metrics.reaper_count("deleted"), 2);
+    assert_eq!(
+        state
+            .metrics
+            .reaper_count(berth_api::metrics::ReaperResult::Deleted),
+        2
+    );
     reaper.abort();
 }
 

@@ -671,75 +671,296 @@ async fn metrics_count_requests_and_sandboxes() {
     )
     .unwrap();
     assert!(
-        text.contains("berth_http_requests_total{route=\"POST /v1/sandboxes\",status=\"202\"} 1"),
+        text.contains(
+            "berth_http_requests_total{method=\"POST\",route=\"/v1/sandboxes\",status=\"202\"} 1"
+        ),
         "{text}"
     );
     assert!(
         text.contains(
-            "berth_http_requests_total{route=\"GET /v1/sandboxes/{sandbox_id}\",status=\"404\"} 1"
+            "berth_http_requests_total{method=\"GET\",route=\"/v1/sandboxes/{sandbox_id}\",status=\"404\"} 1"
         ),
         "{text}"
     );
-    assert!(text.contains("berth_sandboxes{state=\"Running\"} 1"));
     assert!(
-        text.contains("berth_http_request_duration_seconds_count{route=\"POST /v1/sandboxes\"} 1")
+        text.contains("berth_sandboxes{state=\"Running\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "berth_http_request_duration_seconds_count{method=\"POST\",route=\"/v1/sandboxes\"} 1"
+        ),
+        "{text}"
     );
 }
 
-/// A runtime whose `get` panics, to show a panic becomes a JSON 500 and the server goes on.
-struct PanickingGet(Arc<InMemoryRuntime>);
+async fn metrics_text(app: &Router, key: &str) -> String {
+    let reply = call_raw(
+        app,
+        Method::GET,
+        "/metrics",
+        &[("open-sandbox-api-key", key)],
+    )
+    .await;
+    assert_eq!(reply.0, StatusCode::OK);
+    reply.1
+}
+
+/// A request without a body, answered as status and text.
+async fn call_raw(
+    app: &Router,
+    method: Method,
+    uri: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, String) {
+    let mut request = Request::builder().method(method).uri(uri);
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let reply = app
+        .clone()
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = reply.status();
+    let bytes = reply.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Invented methods and paths, with and without the key, add no label values: the scrape is
+/// the same size after 20 such requests as after 2 000.
+#[tokio::test]
+async fn metrics_labels_are_a_closed_set() {
+    let app = app_with(memory(), Some("k"));
+    // Scrapes count too: make the scrape's own label set exist first.
+    metrics_text(&app, "k").await;
+    let mut sizes = Vec::new();
+    for round in [20, 2_000] {
+        for i in 0..round {
+            let method = Method::from_bytes(format!("INVENTED{i}").as_bytes()).unwrap();
+            let key = if i % 2 == 0 { "k" } else { "wrong" };
+            let path = format!("/v1/sandboxes/s{i}/x{i}");
+            call_raw(
+                &app,
+                method.clone(),
+                &path,
+                &[("open-sandbox-api-key", key)],
+            )
+            .await;
+            call_raw(&app, method, "/v1/sandboxes", &[]).await;
+        }
+        sizes.push(metrics_text(&app, "k").await.lines().count());
+    }
+    assert_eq!(sizes[0], sizes[1], "label sets grew with invented requests");
+    let text = metrics_text(&app, "k").await;
+    assert!(text.contains("method=\"OTHER\""), "{text}");
+    assert!(!text.contains("INVENTED"), "{text}");
+    assert!(!text.contains("/x1"), "{text}");
+}
+
+/// The in-memory runtime with faults a test switches on: `get` panics; `create` stops half-way
+/// (the sandbox exists, the call has not returned) and `delete` before it acts, until the test
+/// opens their gate.
+#[derive(Default)]
+struct Faulty {
+    inner: Arc<InMemoryRuntime>,
+    panic_on_get: bool,
+    create_gate: Option<Arc<tokio::sync::Semaphore>>,
+    delete_gate: Option<Arc<tokio::sync::Semaphore>>,
+}
+
+/// A closed gate: calls wait at it until the test adds permits.
+fn gate() -> Arc<tokio::sync::Semaphore> {
+    Arc::new(tokio::sync::Semaphore::new(0))
+}
+
+async fn pass(gate: Option<&Arc<tokio::sync::Semaphore>>) {
+    if let Some(gate) = gate {
+        gate.acquire().await.unwrap().forget();
+    }
+}
 
 #[async_trait]
-impl Runtime for PanickingGet {
+impl Runtime for Faulty {
     fn capabilities(&self) -> Capabilities {
-        self.0.capabilities()
+        self.inner.capabilities()
     }
     async fn ping(&self) -> Result<(), RuntimeError> {
-        self.0.ping().await
+        self.inner.ping().await
     }
     async fn create(&self, r: CreateSandbox) -> Result<SandboxRecord, RuntimeError> {
-        self.0.create(r).await
+        let record = self.inner.create(r).await?;
+        pass(self.create_gate.as_ref()).await;
+        Ok(record)
     }
-    async fn get(&self, _: &SandboxId) -> Result<SandboxRecord, RuntimeError> {
-        panic!("deliberate panic in get")
+    async fn get(&self, id: &SandboxId) -> Result<SandboxRecord, RuntimeError> {
+        assert!(!self.panic_on_get, "deliberate panic in get");
+        self.inner.get(id).await
     }
     async fn list(&self) -> Result<Vec<SandboxRecord>, RuntimeError> {
-        self.0.list().await
+        self.inner.list().await
     }
     async fn delete(&self, id: &SandboxId) -> Result<(), RuntimeError> {
-        self.0.delete(id).await
+        pass(self.delete_gate.as_ref()).await;
+        self.inner.delete(id).await
     }
     async fn pause(&self, id: &SandboxId) -> Result<(), RuntimeError> {
-        self.0.pause(id).await
+        self.inner.pause(id).await
     }
     async fn resume(&self, id: &SandboxId) -> Result<(), RuntimeError> {
-        self.0.resume(id).await
+        self.inner.resume(id).await
     }
     async fn renew(
         &self,
         id: &SandboxId,
         at: DateTime<Utc>,
     ) -> Result<DateTime<Utc>, RuntimeError> {
-        self.0.renew(id, at).await
+        self.inner.renew(id, at).await
     }
     async fn patch_metadata(
         &self,
         id: &SandboxId,
         p: &MetadataPatch,
     ) -> Result<SandboxRecord, RuntimeError> {
-        self.0.patch_metadata(id, p).await
+        self.inner.patch_metadata(id, p).await
     }
     async fn endpoint(&self, id: &SandboxId, port: u16) -> Result<wire::Endpoint, RuntimeError> {
-        self.0.endpoint(id, port).await
+        self.inner.endpoint(id, port).await
     }
     async fn render(&self, r: &CreateSandbox) -> Result<RenderedSandbox, RuntimeError> {
-        self.0.render(r).await
+        self.inner.render(r).await
     }
+}
+
+/// Waits (bounded) until the runtime holds `n` sandboxes.
+async fn until_count(runtime: &InMemoryRuntime, n: usize) {
+    for _ in 0..500 {
+        if runtime.list().await.unwrap().len() == n {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!(
+        "the runtime holds {} sandboxes, not {n}",
+        runtime.list().await.unwrap().len()
+    );
+}
+
+#[tokio::test]
+async fn a_create_whose_client_hangs_up_is_rolled_back() {
+    let inner = memory();
+    let gate = gate();
+    let state = AppState::new(
+        Arc::new(Faulty {
+            inner: inner.clone(),
+            create_gate: Some(gate.clone()),
+            ..Faulty::default()
+        }),
+        policy(),
+    );
+    let app = router(state.clone());
+    // The client gives up while the runtime is half-way: the handler's future is dropped.
+    let request = app.clone().oneshot(
+        Request::post("/v1/sandboxes")
+            .header("content-type", "application/json")
+            .body(Body::from(create_body(json!({})).to_string()))
+            .unwrap(),
+    );
+    let gave_up = tokio::time::timeout(std::time::Duration::from_millis(50), request).await;
+    assert!(gave_up.is_err(), "the create must still be running");
+    until_count(&inner, 1).await;
+    gate.add_permits(1);
+    // The create finishes with nobody to tell: it is rolled back, and shutdown waits for that.
+    assert!(
+        state
+            .finish_in_flight(std::time::Duration::from_secs(10))
+            .await
+    );
+    assert!(inner.list().await.unwrap().is_empty(), "left half-made");
+}
+
+#[tokio::test]
+async fn a_create_past_the_deadline_is_a_504_and_rolled_back() {
+    let inner = memory();
+    let gate = gate();
+    let state = AppState::new(
+        Arc::new(Faulty {
+            inner: inner.clone(),
+            create_gate: Some(gate.clone()),
+            ..Faulty::default()
+        }),
+        policy(),
+    )
+    .with_request_deadline(std::time::Duration::from_millis(100));
+    let app = router(state.clone());
+    let reply = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        call(
+            &app,
+            Method::POST,
+            "/v1/sandboxes",
+            Some(create_body(json!({}))),
+            &[],
+        ),
+    )
+    .await
+    .expect("no deadline: the create hangs with its runtime");
+    assert_error(&reply, 504, "GENERAL::DEADLINE_EXCEEDED");
+    assert!(
+        reply.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("server.request_deadline_seconds")
+    );
+    // Still running in the background; shutdown's bound ends the wait, not the call.
+    assert!(
+        !state
+            .finish_in_flight(std::time::Duration::from_millis(50))
+            .await
+    );
+    gate.add_permits(1);
+    until_count(&inner, 0).await;
+}
+
+#[tokio::test]
+async fn a_delete_whose_client_hangs_up_still_completes() {
+    let inner = memory();
+    let gate = gate();
+    let state = AppState::new(
+        Arc::new(Faulty {
+            inner: inner.clone(),
+            delete_gate: Some(gate.clone()),
+            ..Faulty::default()
+        }),
+        policy(),
+    );
+    let app = router(state.clone());
+    let id = create(&app, json!({})).await;
+    let request = app.clone().oneshot(
+        Request::delete(format!("/v1/sandboxes/{id}"))
+            .body(Body::empty())
+            .unwrap(),
+    );
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(50), request)
+            .await
+            .is_err()
+    );
+    gate.add_permits(1);
+    until_count(&inner, 0).await;
+    assert!(state.locks.is_empty(), "a lock entry outlived its call");
 }
 
 #[tokio::test]
 async fn a_panic_is_a_json_500_and_serving_goes_on() {
-    let app = app_with(Arc::new(PanickingGet(memory())), None);
+    let app = app_with(
+        Arc::new(Faulty {
+            inner: memory(),
+            panic_on_get: true,
+            ..Faulty::default()
+        }),
+        None,
+    );
     let id = create(&app, json!({})).await;
     assert_error(
         &call(&app, Method::GET, &format!("/v1/sandboxes/{id}"), None, &[]).await,
