@@ -1,12 +1,18 @@
-//! Server configuration (DESIGN §6): one TOML file (`--config` or `BERTH_CONFIG`), every key
-//! overridable from the environment as `BERTH_<SECTION>__<KEY>` (`BERTH_SERVER__PORT=9090`).
-//! Defaults start on a laptop with Docker on 127.0.0.1:8080. Unknown keys are errors, and every
-//! error names the key, so a typo never silently changes nothing.
+//! Server configuration (ARCHITECTURE.md, "Configuration"): one TOML file (`--config` or
+//! `BERTH_CONFIG`), every key overridable from the environment as `BERTH_<SECTION>__<KEY>`
+//! (`BERTH_SERVER__PORT=9090`), the environment's text typed by the field it sets. Defaults start
+//! on a laptop with Docker on 127.0.0.1:8080. Unknown keys are errors, and every error names the
+//! key, so a typo never silently changes nothing.
+
+mod layers;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
+
+use self::layers::Layer;
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -42,6 +48,10 @@ pub struct ServerConfig {
     pub log_format: LogFormat,
     /// Log filter, e.g. `info` or `berth_api=debug`.
     pub log_level: String,
+    /// Longest a mutating call may take, image pulls included.
+    pub request_deadline_seconds: u64,
+    /// Longest shutdown waits for open connections and calls in flight.
+    pub shutdown_timeout_seconds: u64,
 }
 
 impl Default for ServerConfig {
@@ -54,6 +64,8 @@ impl Default for ServerConfig {
             max_sandbox_timeout_seconds: Some(86_400),
             log_format: LogFormat::Text,
             log_level: "info".into(),
+            request_deadline_seconds: 600,
+            shutdown_timeout_seconds: 30,
         }
     }
 }
@@ -88,6 +100,24 @@ pub enum RuntimeKind {
     Kubernetes,
 }
 
+impl RuntimeKind {
+    /// The value of `runtime.type`, which is also the name of the cargo feature that builds it in.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Docker => "docker",
+            Self::Kubernetes => "kubernetes",
+        }
+    }
+}
+
+/// The runtimes this `berth-server` was built with: one cargo feature each.
+pub const COMPILED_RUNTIMES: &[RuntimeKind] = &[
+    #[cfg(feature = "docker")]
+    RuntimeKind::Docker,
+    #[cfg(feature = "kubernetes")]
+    RuntimeKind::Kubernetes,
+];
+
 /// `[docker]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -106,6 +136,10 @@ pub struct DockerSection {
     pub pids_limit: i64,
     /// Labels added to every container and volume Berth creates.
     pub labels: std::collections::BTreeMap<String, String>,
+    /// Longest wait for one Engine API call.
+    pub engine_timeout_seconds: u64,
+    /// Longest an image pull may take as a whole.
+    pub image_pull_timeout_seconds: u64,
 }
 
 impl Default for DockerSection {
@@ -118,6 +152,8 @@ impl Default for DockerSection {
             drop_capabilities: None,
             pids_limit: 4096,
             labels: std::collections::BTreeMap::new(),
+            engine_timeout_seconds: 60,
+            image_pull_timeout_seconds: 300,
         }
     }
 }
@@ -164,6 +200,23 @@ impl Default for StorageSection {
     }
 }
 
+/// `key`'s value must lie in `range`.
+fn in_range(
+    key: &str,
+    value: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<(), ConfigError> {
+    if range.contains(&value) {
+        Ok(())
+    } else {
+        Err(ConfigError(format!(
+            "{key} = {value}: must be {} to {}",
+            range.start(),
+            range.end()
+        )))
+    }
+}
+
 fn running_as_root() -> bool {
     // Without a libc call: root owns /proc/self.
     std::fs::metadata("/proc/self")
@@ -177,12 +230,22 @@ fn running_as_root() -> bool {
 pub struct ConfigError(pub String);
 
 impl Config {
-    /// Reads the file (if any) and applies `env` overrides (`BERTH_<SECTION>__<KEY>`).
+    /// Reads the file (if any) and applies `env` overrides (`BERTH_<SECTION>__<KEY>`), for a
+    /// server built with [`COMPILED_RUNTIMES`].
     pub fn load(
         file: Option<&std::path::Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let mut table = match file {
+        Self::load_for(file, env, COMPILED_RUNTIMES)
+    }
+
+    /// [`Config::load`] for a server built with `compiled` runtimes.
+    fn load_for(
+        file: Option<&std::path::Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        compiled: &[RuntimeKind],
+    ) -> Result<Self, ConfigError> {
+        let file_table = match file {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| ConfigError(format!("reading {}: {e}", path.display())))?;
@@ -191,6 +254,7 @@ impl Config {
             }
             None => toml::Table::new(),
         };
+        let mut layers = Layer::from_file(file_table);
         for (name, value) in env {
             let Some(rest) = name.strip_prefix("BERTH_") else {
                 continue;
@@ -204,31 +268,19 @@ impl Config {
                 )));
             };
             let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
-            // A value that parses as TOML (number, bool, array) is taken as such; anything else is a string.
-            let parsed = format!("v = {value}")
-                .parse::<toml::Table>()
-                .ok()
-                .and_then(|mut t| t.remove("v"))
-                .unwrap_or(toml::Value::String(value));
-            let section_table = table
-                .entry(section.clone())
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
-                .as_table_mut()
-                .ok_or_else(|| {
-                    ConfigError(format!(
-                        "environment variable {name}: [{section}] is not a section"
-                    ))
-                })?;
-            section_table.insert(key, parsed);
+            // The text stays text here: the field it lands in decides its type.
+            layers
+                .set_env(section, key, name.clone(), value)
+                .map_err(|e| ConfigError(format!("environment variable {name}: {e}")))?;
         }
-        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
+        let config: Config = serde_path_to_error::deserialize(layers)
             .map_err(|e| ConfigError(format!("key {}: {}", e.path(), e.inner())))?;
-        config.check()?;
+        config.check(compiled)?;
         Ok(config)
     }
 
-    /// Cross-key rules.
-    fn check(&self) -> Result<(), ConfigError> {
+    /// Cross-key rules; `compiled` are the runtimes this server was built with.
+    fn check(&self, compiled: &[RuntimeKind]) -> Result<(), ConfigError> {
         if self.server.api_key.as_deref().is_some_and(str::is_empty) {
             return Err(ConfigError(
                 "server.api_key: must not be empty (omit it to run without a key)".into(),
@@ -247,8 +299,51 @@ impl Config {
                 "server.max_sandbox_timeout_seconds: must be at least 60".into(),
             ));
         }
-        if self.runtime.kind == RuntimeKind::Kubernetes || self.kubernetes.is_some() {
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.server.log_level) {
+            return Err(ConfigError(format!(
+                "server.log_level = {:?}: not a log filter ({e}); e.g. \"info\" or \"info,berth_api=debug\"",
+                self.server.log_level
+            )));
+        }
+        in_range(
+            "server.request_deadline_seconds",
+            self.server.request_deadline_seconds,
+            1..=86_400,
+        )?;
+        in_range(
+            "server.shutdown_timeout_seconds",
+            self.server.shutdown_timeout_seconds,
+            1..=3600,
+        )?;
+        in_range(
+            "docker.engine_timeout_seconds",
+            self.docker.engine_timeout_seconds,
+            1..=3600,
+        )?;
+        in_range(
+            "docker.image_pull_timeout_seconds",
+            self.docker.image_pull_timeout_seconds,
+            1..=86_400,
+        )?;
+        let kind = self.runtime.kind;
+        if !compiled.contains(&kind) {
+            let name = kind.name();
+            return Err(ConfigError(format!(
+                "runtime.type = \"{name}\": this berth-server was built without the \"{name}\" feature; rebuild with --features {name}"
+            )));
+        }
+        if kind == RuntimeKind::Kubernetes || self.kubernetes.is_some() {
             return Err(ConfigError("runtime.type = \"kubernetes\": the Kubernetes runtime is not implemented yet; use \"docker\"".into()));
+        }
+        // A create's own bounds (pull, then engine calls) must end before its request's deadline,
+        // so the runtime, not the deadline, reports what went wrong.
+        let create_bound =
+            self.docker.image_pull_timeout_seconds + self.docker.engine_timeout_seconds;
+        if kind == RuntimeKind::Docker && self.server.request_deadline_seconds <= create_bound {
+            return Err(ConfigError(format!(
+                "server.request_deadline_seconds = {}: must exceed docker.image_pull_timeout_seconds + docker.engine_timeout_seconds ({create_bound})",
+                self.server.request_deadline_seconds
+            )));
         }
         if let Some(root) = &self.storage.ossfs_mount_root
             && root
@@ -285,7 +380,18 @@ impl Config {
         Ok(())
     }
 
+    /// `server.request_deadline_seconds`.
+    pub const fn request_deadline(&self) -> Duration {
+        Duration::from_secs(self.server.request_deadline_seconds)
+    }
+
+    /// `server.shutdown_timeout_seconds`.
+    pub const fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.server.shutdown_timeout_seconds)
+    }
+
     /// The Docker runtime's settings.
+    #[cfg(feature = "docker")]
     pub fn docker_config(&self) -> berth_docker::config::DockerConfig {
         let mut docker =
             berth_docker::config::DockerConfig::with_state_dir(self.storage.state_dir.clone());
@@ -305,8 +411,9 @@ impl Config {
         }
         docker.ossfs.command_v1 = self.storage.ossfs_command.clone();
         docker.ossfs.command_v2 = self.storage.ossfs2_command.clone();
-        docker.ossfs.mount_timeout =
-            std::time::Duration::from_secs(self.storage.ossfs_mount_timeout_seconds);
+        docker.ossfs.mount_timeout = Duration::from_secs(self.storage.ossfs_mount_timeout_seconds);
+        docker.engine_timeout = Duration::from_secs(self.docker.engine_timeout_seconds);
+        docker.image_pull_timeout = Duration::from_secs(self.docker.image_pull_timeout_seconds);
         docker
     }
 
@@ -337,7 +444,7 @@ mod tests {
 
     #[test]
     fn defaults_run_on_loopback_8080_with_docker() {
-        let c = Config::load(None, env(&[])).unwrap();
+        let c = load(env(&[])).unwrap();
         assert_eq!(
             (c.server.host.to_string(), c.server.port),
             ("127.0.0.1".to_owned(), 8080)
@@ -348,16 +455,13 @@ mod tests {
 
     #[test]
     fn environment_overrides_name_section_and_key() {
-        let c = Config::load(
-            None,
-            env(&[
-                ("BERTH_SERVER__PORT", "9090"),
-                ("BERTH_SERVER__API_KEY", "s3cret"),
-                ("BERTH_SERVER__HOST", "0.0.0.0"),
-                ("BERTH_STORAGE__ALLOWED_HOST_PATHS", "[\"/data\"]"),
-                ("PATH", "/bin"),
-            ]),
-        )
+        let c = load(env(&[
+            ("BERTH_SERVER__PORT", "9090"),
+            ("BERTH_SERVER__API_KEY", "s3cret"),
+            ("BERTH_SERVER__HOST", "0.0.0.0"),
+            ("BERTH_STORAGE__ALLOWED_HOST_PATHS", "[\"/data\"]"),
+            ("PATH", "/bin"),
+        ]))
         .unwrap();
         assert_eq!(c.server.port, 9090);
         assert_eq!(c.server.api_key.as_deref(), Some("s3cret"));
@@ -366,7 +470,7 @@ mod tests {
 
     #[test]
     fn errors_name_the_key() {
-        let msg = |pairs: &[(&str, &str)]| Config::load(None, env(pairs)).unwrap_err().to_string();
+        let msg = |pairs: &[(&str, &str)]| load(env(pairs)).unwrap_err().to_string();
         assert!(msg(&[("BERTH_SERVER__PORT", "eighty")]).contains("server.port"));
         assert!(msg(&[("BERTH_SERVER__PORTT", "80")]).contains("portt"));
         assert!(msg(&[("BERTH_SERVER__HOST", "0.0.0.0")]).contains("server.api_key"));
@@ -382,6 +486,270 @@ mod tests {
         assert!(msg(&[("BERTH_PORT", "1")]).contains("BERTH_<SECTION>__<KEY>"));
     }
 
+    const ALL: &[RuntimeKind] = &[RuntimeKind::Docker, RuntimeKind::Kubernetes];
+
+    /// Loads `vars` alone, as a server built with every runtime would.
+    fn load(vars: Vec<(String, String)>) -> Result<Config, ConfigError> {
+        Config::load_for(None, vars, ALL)
+    }
+
+    fn load_err(pairs: &[(&str, &str)]) -> String {
+        load(env(pairs)).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_numeric_api_key_from_the_environment_stays_a_string() {
+        // The upstream complaint: this exited 2 with "invalid type: integer, expected a string".
+        let c = load(env(&[("BERTH_SERVER__API_KEY", "123456")])).unwrap();
+        assert_eq!(c.server.api_key.as_deref(), Some("123456"));
+    }
+
+    #[test]
+    fn string_fields_take_the_environment_text_as_it_is() {
+        let c = load(env(&[
+            ("BERTH_SERVER__API_KEY", "true"),
+            ("BERTH_DOCKER__NETWORK_MODE", "[x]"),
+            ("BERTH_DOCKER__HOST", "1.5"),
+            ("BERTH_STORAGE__OSSFS_COMMAND", "{ a = 1 }"),
+        ]))
+        .unwrap();
+        assert_eq!(c.server.api_key.as_deref(), Some("true"));
+        assert_eq!(c.docker.network_mode, "[x]");
+        assert_eq!(c.docker.host.as_deref(), Some("1.5"));
+        assert_eq!(c.storage.ossfs_command, PathBuf::from("{ a = 1 }"));
+    }
+
+    #[test]
+    fn numbers_and_bools_from_the_environment_are_parsed_and_bad_ones_name_the_key() {
+        let c = load(env(&[
+            ("BERTH_SERVER__PORT", "9091"),
+            ("BERTH_SERVER__METRICS_PUBLIC", "true"),
+            ("BERTH_STORAGE__ALLOW_UNSTAGED_PATHS", "false"),
+            ("BERTH_DOCKER__PIDS_LIMIT", "-1"),
+            ("BERTH_SERVER__MAX_SANDBOX_TIMEOUT_SECONDS", "3600"),
+        ]))
+        .unwrap();
+        assert_eq!(c.server.port, 9091);
+        assert!(c.server.metrics_public);
+        assert!(!c.storage.allow_unstaged_paths);
+        assert_eq!(c.docker.pids_limit, -1);
+        assert_eq!(c.server.max_sandbox_timeout_seconds, Some(3600));
+
+        let bad_port = load_err(&[("BERTH_SERVER__PORT", "eighty")]);
+        assert!(bad_port.contains("key server.port:"), "{bad_port}");
+        assert!(bad_port.contains("BERTH_SERVER__PORT"), "{bad_port}");
+        let too_big = load_err(&[("BERTH_SERVER__PORT", "70000")]);
+        assert!(too_big.contains("key server.port:"), "{too_big}");
+        let bad_bool = load_err(&[("BERTH_SERVER__METRICS_PUBLIC", "yes")]);
+        assert!(
+            bad_bool.contains("key server.metrics_public:"),
+            "{bad_bool}"
+        );
+        let bad_option = load_err(&[("BERTH_SERVER__MAX_SANDBOX_TIMEOUT_SECONDS", "soon")]);
+        assert!(
+            bad_option.contains("key server.max_sandbox_timeout_seconds:"),
+            "{bad_option}"
+        );
+    }
+
+    #[test]
+    fn lists_and_tables_from_the_environment_are_toml_inline_values() {
+        let c = load(env(&[
+            ("BERTH_STORAGE__ALLOWED_HOST_PATHS", "[\"/data\", \"/srv\"]"),
+            ("BERTH_DOCKER__PUBLISHED_PORTS", "[8080, 9000]"),
+            ("BERTH_DOCKER__LABELS", "{ a = \"b\", \"c.d\" = \"e\" }"),
+            ("BERTH_DOCKER__DROP_CAPABILITIES", "[\"NET_RAW\"]"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.storage.allowed_host_paths,
+            vec![PathBuf::from("/data"), PathBuf::from("/srv")]
+        );
+        assert_eq!(c.docker.published_ports, vec![8080, 9000]);
+        assert_eq!(
+            c.docker.labels.iter().collect::<Vec<_>>(),
+            vec![
+                (&"a".to_owned(), &"b".to_owned()),
+                (&"c.d".to_owned(), &"e".to_owned())
+            ]
+        );
+        assert_eq!(c.docker.drop_capabilities, Some(vec!["NET_RAW".to_owned()]));
+
+        let not_inline = load_err(&[("BERTH_STORAGE__ALLOWED_HOST_PATHS", "/data")]);
+        assert!(
+            not_inline.contains("key storage.allowed_host_paths:"),
+            "{not_inline}"
+        );
+        let two_lines = load_err(&[("BERTH_DOCKER__PUBLISHED_PORTS", "[80]\nextra = 1")]);
+        assert!(
+            two_lines.contains("key docker.published_ports"),
+            "{two_lines}"
+        );
+        let wrong_element = load_err(&[("BERTH_DOCKER__PUBLISHED_PORTS", "[\"http\"]")]);
+        assert!(
+            wrong_element.contains("key docker.published_ports"),
+            "{wrong_element}"
+        );
+    }
+
+    #[test]
+    fn enums_from_the_environment_name_their_variant() {
+        let c = load(env(&[("BERTH_SERVER__LOG_FORMAT", "json")])).unwrap();
+        assert_eq!(c.server.log_format, LogFormat::Json);
+        let bad = load_err(&[("BERTH_SERVER__LOG_FORMAT", "xml")]);
+        assert!(bad.contains("key server.log_format:"), "{bad}");
+    }
+
+    #[test]
+    fn environment_keys_outside_the_struct_are_refused() {
+        assert!(load_err(&[("BERTH_DOCKER__LABLES", "{}")]).contains("lables"));
+        assert!(load_err(&[("BERTH_SERVERS__PORT", "1")]).contains("servers"));
+    }
+
+    #[test]
+    fn a_bad_log_level_is_a_config_error() {
+        let bad = load_err(&[("BERTH_SERVER__LOG_LEVEL", "berth_api=loud")]);
+        assert!(bad.contains("server.log_level"), "{bad}");
+        let c = load(env(&[(
+            "BERTH_SERVER__LOG_LEVEL",
+            "info,berth_api::access=off",
+        )]))
+        .unwrap();
+        assert_eq!(c.server.log_level, "info,berth_api::access=off");
+    }
+
+    #[test]
+    fn deadlines_and_timeouts_have_defaults_and_ranges() {
+        let c = load(env(&[])).unwrap();
+        assert_eq!(c.request_deadline(), Duration::from_secs(600));
+        assert_eq!(c.shutdown_timeout(), Duration::from_secs(30));
+        assert_eq!(
+            (
+                c.docker.engine_timeout_seconds,
+                c.docker.image_pull_timeout_seconds
+            ),
+            (60, 300)
+        );
+        for (variable, value, key) in [
+            (
+                "BERTH_SERVER__REQUEST_DEADLINE_SECONDS",
+                "0",
+                "server.request_deadline_seconds",
+            ),
+            (
+                "BERTH_SERVER__REQUEST_DEADLINE_SECONDS",
+                "86401",
+                "server.request_deadline_seconds",
+            ),
+            (
+                "BERTH_SERVER__SHUTDOWN_TIMEOUT_SECONDS",
+                "0",
+                "server.shutdown_timeout_seconds",
+            ),
+            (
+                "BERTH_SERVER__SHUTDOWN_TIMEOUT_SECONDS",
+                "3601",
+                "server.shutdown_timeout_seconds",
+            ),
+            (
+                "BERTH_DOCKER__ENGINE_TIMEOUT_SECONDS",
+                "0",
+                "docker.engine_timeout_seconds",
+            ),
+            (
+                "BERTH_DOCKER__ENGINE_TIMEOUT_SECONDS",
+                "3601",
+                "docker.engine_timeout_seconds",
+            ),
+            (
+                "BERTH_DOCKER__IMAGE_PULL_TIMEOUT_SECONDS",
+                "0",
+                "docker.image_pull_timeout_seconds",
+            ),
+            (
+                "BERTH_DOCKER__IMAGE_PULL_TIMEOUT_SECONDS",
+                "86401",
+                "docker.image_pull_timeout_seconds",
+            ),
+        ] {
+            let message = load_err(&[(variable, value)]);
+            assert!(message.contains(key), "{variable}={value}: {message}");
+        }
+    }
+
+    #[cfg(feature = "docker")]
+    #[test]
+    fn docker_timeouts_reach_the_docker_config() {
+        let c = load(env(&[
+            ("BERTH_DOCKER__ENGINE_TIMEOUT_SECONDS", "7"),
+            ("BERTH_DOCKER__IMAGE_PULL_TIMEOUT_SECONDS", "11"),
+        ]))
+        .unwrap();
+        let docker = c.docker_config();
+        assert_eq!(docker.engine_timeout, Duration::from_secs(7));
+        assert_eq!(docker.image_pull_timeout, Duration::from_secs(11));
+    }
+
+    #[test]
+    fn the_request_deadline_must_outlast_a_docker_create() {
+        // 300 + 60 by default: 360 is not enough, 361 is.
+        let message = load_err(&[("BERTH_SERVER__REQUEST_DEADLINE_SECONDS", "360")]);
+        assert!(
+            message.contains("server.request_deadline_seconds")
+                && message
+                    .contains("docker.image_pull_timeout_seconds + docker.engine_timeout_seconds"),
+            "{message}"
+        );
+        let c = Config::load_for(
+            None,
+            env(&[("BERTH_SERVER__REQUEST_DEADLINE_SECONDS", "361")]),
+            &[RuntimeKind::Docker],
+        )
+        .unwrap();
+        assert_eq!(c.request_deadline(), Duration::from_secs(361));
+        let shorter_pull = Config::load_for(
+            None,
+            env(&[
+                ("BERTH_SERVER__REQUEST_DEADLINE_SECONDS", "120"),
+                ("BERTH_DOCKER__IMAGE_PULL_TIMEOUT_SECONDS", "100"),
+                ("BERTH_DOCKER__ENGINE_TIMEOUT_SECONDS", "10"),
+            ]),
+            &[RuntimeKind::Docker],
+        );
+        assert!(shorter_pull.is_ok(), "{shorter_pull:?}");
+    }
+
+    #[test]
+    fn a_runtime_not_built_in_names_its_cargo_feature() {
+        let message = Config::load_for(None, env(&[]), &[RuntimeKind::Kubernetes])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains(
+                "runtime.type = \"docker\": this berth-server was built without the \"docker\" feature; rebuild with --features docker"
+            ),
+            "{message}"
+        );
+        let message = Config::load_for(
+            None,
+            env(&[("BERTH_RUNTIME__TYPE", "kubernetes")]),
+            &[RuntimeKind::Docker],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(message.contains("--features kubernetes"), "{message}");
+        // Built in but not implemented yet: the runtime says so, not the build.
+        let message = Config::load_for(
+            None,
+            env(&[("BERTH_RUNTIME__TYPE", "kubernetes")]),
+            &[RuntimeKind::Docker, RuntimeKind::Kubernetes],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(message.contains("not implemented yet"), "{message}");
+        assert!(Config::load_for(None, env(&[]), &[]).is_err());
+    }
+
     #[test]
     fn files_are_read_and_typos_refused() {
         let dir = std::env::temp_dir().join(format!("berth-config-test-{}", std::process::id()));
@@ -392,14 +760,14 @@ mod tests {
             "[server]\nport = 7000\n[docker]\nnetwork_mode = \"host\"\n",
         )
         .unwrap();
-        let c = Config::load(Some(&file), env(&[("BERTH_SERVER__PORT", "7001")])).unwrap();
+        let c = Config::load_for(Some(&file), env(&[("BERTH_SERVER__PORT", "7001")]), ALL).unwrap();
         assert_eq!(
             (c.server.port, c.docker.network_mode.as_str()),
             (7001, "host")
         );
         std::fs::write(&file, "[sever]\nport = 1\n").unwrap();
         assert!(
-            Config::load(Some(&file), env(&[]))
+            Config::load_for(Some(&file), env(&[]), ALL)
                 .unwrap_err()
                 .to_string()
                 .contains("sever")

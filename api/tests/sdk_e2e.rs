@@ -3,6 +3,7 @@
 //! venv under the target directory, once). Then stops the server with SIGTERM and expects a
 //! clean exit and nothing left behind. Also: configuration errors exit 2 naming the key.
 
+#![cfg(feature = "docker")] // Runs the server on the Docker runtime.
 #![allow(clippy::unwrap_used)] // Tests fail loudly by design.
 
 mod common;

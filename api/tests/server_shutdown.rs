@@ -3,6 +3,7 @@
 //! stops accepting, finishes the create — the client gets its 202 with a running sandbox —
 //! and exits 0; the sandbox is intact after a restart and is then deleted without residue.
 
+#![cfg(feature = "docker")] // Runs the server on the Docker runtime.
 #![allow(clippy::unwrap_used)] // Tests fail loudly by design.
 
 mod common;

@@ -1,6 +1,7 @@
 //! Project automation, in plain Rust: `cargo xtask <task>`.
 //!
-//! - `ci`: everything CI checks — formatting, clippy with warnings denied, the whole test suite.
+//! - `ci`: everything CI checks — formatting, clippy with warnings denied, the server built with
+//!   each runtime feature on its own and with none, the whole test suite.
 //! - `test`: the whole test suite (every crate, every feature).
 //! - `bench`: the benchmarks.
 //! - `test-image`: builds the image the Docker tests run (`berth-test/busybox:latest`).
@@ -73,7 +74,30 @@ fn ci() -> Result<(), String> {
         "-D",
         "warnings",
     ])?;
+    runtime_features()?;
     test(&[])
+}
+
+/// Each runtime is a cargo feature of the server: it must build (warnings denied) with each
+/// alone and with none, not only with all of them. Check-only, so it reuses the clippy build.
+fn runtime_features() -> Result<(), String> {
+    for features in [
+        &["--features", "docker"][..],
+        &["--features", "kubernetes"],
+        &[],
+    ] {
+        let mut args = vec![
+            "clippy",
+            "-p",
+            "berth-api",
+            "--all-targets",
+            "--no-default-features",
+        ];
+        args.extend_from_slice(features);
+        args.extend_from_slice(&["--", "-D", "warnings"]);
+        cargo(&args)?;
+    }
+    Ok(())
 }
 
 /// The whole suite. The Docker tests need the test image, so it is built first; they fail (never

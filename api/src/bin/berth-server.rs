@@ -5,15 +5,19 @@
 //! berth-server --print-openapi      print the OpenAPI document (YAML)
 //! ```
 //!
-//! Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT), 1 when the runtime cannot start,
-//! 2 for a configuration error (the message names the key).
+//! Exit codes: 0 after a shutdown (SIGTERM/SIGINT; a warning says when it was cut short by
+//! `server.shutdown_timeout_seconds`), 1 when the runtime cannot start, 2 for a configuration
+//! error (the message names the key). Each runtime is a cargo feature (`docker`, `kubernetes`);
+//! see ARCHITECTURE.md, "Configuration".
 
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use berth_api::config::{Config, LogFormat};
 use berth_api::{AppState, reaper, router};
-use berth_docker::{DockerRuntime, StartupError};
+use berth_core::runtime::Runtime;
+use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
@@ -61,6 +65,7 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(config: &Config) {
+    // `Config::load` refused a filter that does not parse.
     let filter = tracing_subscriber::EnvFilter::try_new(&config.server.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
@@ -71,25 +76,11 @@ fn init_logging(config: &Config) {
 }
 
 async fn serve(config: Config) -> ExitCode {
-    let docker = match DockerRuntime::start(config.docker_config()).await {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("berth-server: {e}");
-            let config_problem = matches!(
-                e,
-                StartupError::AllowedRoot { .. }
-                    | StartupError::Ossfs { .. }
-                    | StartupError::Network { .. }
-                    | StartupError::StateDir { .. }
-            );
-            return if config_problem {
-                ExitCode::from(2)
-            } else {
-                ExitCode::FAILURE
-            };
-        }
+    let runtime = match start_runtime(&config).await {
+        Ok(r) => r,
+        Err(code) => return code,
     };
-    let capabilities = berth_core::runtime::Runtime::capabilities(&docker);
+    let capabilities = runtime.capabilities();
     tracing::info!(
         runtime = %capabilities.runtime,
         engine = capabilities.engine_version.as_deref().unwrap_or("unknown"),
@@ -99,8 +90,9 @@ async fn serve(config: Config) -> ExitCode {
         engine_sees_mounts = ?capabilities.engine_sees_mounts,
         "runtime capabilities"
     );
-    let state = AppState::new(Arc::new(docker), config.policy())
-        .with_api_key(config.server.api_key.clone(), config.server.metrics_public);
+    let state = AppState::new(runtime, config.policy())
+        .with_api_key(config.server.api_key.clone(), config.server.metrics_public)
+        .with_request_deadline(config.request_deadline());
     let reaper = tokio::spawn(reaper::run(state.clone(), state.clock.clone()));
     let address = std::net::SocketAddr::new(config.server.host, config.server.port);
     let listener = match tokio::net::TcpListener::bind(address).await {
@@ -111,18 +103,85 @@ async fn serve(config: Config) -> ExitCode {
         }
     };
     tracing::info!(%address, auth = config.server.api_key.is_some(), "berth-server listening");
-    let served = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await;
-    reaper.abort();
-    match served {
-        Ok(()) => {
-            tracing::info!("berth-server stopped");
-            ExitCode::SUCCESS
+    // SIGTERM/SIGINT cancels `stopping`; the shutdown bound counts from then and covers both
+    // waits below: axum's for open connections, then the detached calls'.
+    let bound = config.shutdown_timeout();
+    let stopping = CancellationToken::new();
+    let signalled_at = Arc::new(OnceLock::new());
+    tokio::spawn({
+        let (stopping, signalled_at) = (stopping.clone(), Arc::clone(&signalled_at));
+        async move {
+            shutdown_signal().await;
+            let _ = signalled_at.set(Instant::now());
+            stopping.cancel();
         }
+    });
+    let server = axum::serve(listener, router(state.clone()))
+        .with_graceful_shutdown(stopping.clone().cancelled_owned());
+    // A connection that never finishes must not hold the shutdown past the bound.
+    let served = tokio::select! {
+        served = server => served,
+        () = async { stopping.cancelled().await; tokio::time::sleep(bound).await } => {
+            tracing::warn!(
+                shutdown_timeout_seconds = bound.as_secs(),
+                "shutdown: connections still open at server.shutdown_timeout_seconds; closing them"
+            );
+            Ok(())
+        }
+    };
+    reaper.abort();
+    if let Err(e) = served {
+        eprintln!("berth-server: {e}");
+        return ExitCode::FAILURE;
+    }
+    // Mutating calls run detached from their connections: they get what is left of the bound.
+    let left = bound.saturating_sub(signalled_at.get().map_or(Duration::ZERO, Instant::elapsed));
+    if state.finish_in_flight(left).await {
+        tracing::info!("berth-server stopped: every call in flight finished");
+    } else {
+        tracing::warn!(
+            shutdown_timeout_seconds = bound.as_secs(),
+            "berth-server stopped with calls still running at server.shutdown_timeout_seconds; a create cut off is rolled back at the next start"
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+/// Starts the configured runtime; the exit code when it cannot start.
+async fn start_runtime(config: &Config) -> Result<Arc<dyn Runtime>, ExitCode> {
+    match config.runtime.kind {
+        #[cfg(feature = "docker")]
+        berth_api::config::RuntimeKind::Docker => start_docker(config).await,
+        // `Config::load` refuses a runtime this build cannot run.
+        kind => {
+            eprintln!(
+                "berth-server: runtime.type = \"{}\" cannot run in this build",
+                kind.name()
+            );
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
+#[cfg(feature = "docker")]
+async fn start_docker(config: &Config) -> Result<Arc<dyn Runtime>, ExitCode> {
+    use berth_docker::{DockerRuntime, StartupError};
+    match DockerRuntime::start(config.docker_config()).await {
+        Ok(docker) => Ok(Arc::new(docker)),
         Err(e) => {
             eprintln!("berth-server: {e}");
-            ExitCode::FAILURE
+            let config_problem = matches!(
+                e,
+                StartupError::AllowedRoot { .. }
+                    | StartupError::Ossfs { .. }
+                    | StartupError::Network { .. }
+                    | StartupError::StateDir { .. }
+            );
+            Err(if config_problem {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            })
         }
     }
 }
