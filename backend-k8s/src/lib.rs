@@ -1,4 +1,4 @@
-//! Berth's Kubernetes runtime (DESIGN §5). Not implemented yet; the crate establishes its place
+//! Berth's Kubernetes runtime (ARCHITECTURE.md, "Lifecycle"). Not implemented yet; the crate establishes its place
 //! in the workspace and its dependency on `berth-core`.
 
 pub use berth_core::runtime::Runtime;
