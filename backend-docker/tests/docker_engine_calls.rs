@@ -28,32 +28,6 @@ async fn proxied(
     (env, proxy, proxy_dir)
 }
 
-/// Nothing of a run is left: no container, no volume, no staging mount or directory, no record.
-async fn assert_nothing_left(env: &TestEnv, what: &str) {
-    let (containers, volumes) = common::leftovers(&env.run);
-    assert!(
-        containers.is_empty(),
-        "{what}: containers left {containers:?}"
-    );
-    assert!(volumes.is_empty(), "{what}: volumes left {volumes:?}");
-    assert!(
-        common::mounts_below(&env.dir).is_empty(),
-        "{what}: mounts left"
-    );
-    let staged: Vec<_> = fs::read_dir(env.dir.join("state/mounts"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert!(
-        staged.is_empty(),
-        "{what}: staging directories left {staged:?}"
-    );
-    assert!(
-        env.runtime().list().await.unwrap().is_empty(),
-        "{what}: a store record was left"
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gets_and_lists_make_no_docker_call() {
     let (env, proxy, _dir) = proxied("reads", None).await;
@@ -117,7 +91,8 @@ async fn every_failing_docker_call_of_a_create_leaves_nothing() {
                 ),
                 "{method} {path} {kind:?}: {err}"
             );
-            assert_nothing_left(&env, &format!("{method} {path} {kind:?}")).await;
+            env.assert_nothing_left(&format!("{method} {path} {kind:?}"))
+                .await;
             cases += 1;
         }
     }

@@ -17,32 +17,6 @@ use serde_json::json;
 
 const ENGINE: &str = "unix:///var/run/docker.sock";
 
-/// Nothing of a run is left: no container, no volume, no staging mount or directory, no record.
-async fn assert_nothing_left(env: &TestEnv, what: &str) {
-    let (containers, volumes) = common::leftovers(&env.run);
-    assert!(
-        containers.is_empty(),
-        "{what}: containers left {containers:?}"
-    );
-    assert!(volumes.is_empty(), "{what}: volumes left {volumes:?}");
-    assert!(
-        common::mounts_below(&env.dir).is_empty(),
-        "{what}: mounts left"
-    );
-    let staged: Vec<_> = fs::read_dir(env.dir.join("state/mounts"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert!(
-        staged.is_empty(),
-        "{what}: staging directories left {staged:?}"
-    );
-    assert!(
-        env.runtime().list().await.unwrap().is_empty(),
-        "{what}: a store record was left"
-    );
-}
-
 /// The one violation of a rejection: (field, code, message).
 fn rejection(error: &RuntimeError) -> (String, ErrorCode, String) {
     match error {
@@ -85,7 +59,7 @@ async fn an_nfs_export_that_cannot_be_mounted_is_the_requests_fault() {
         !message.contains("/var/lib/docker"),
         "the engine's host path is not: {message}"
     );
-    assert_nothing_left(&env, "nfs mount failed").await;
+    env.assert_nothing_left("nfs mount failed").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,7 +96,7 @@ async fn limits_the_host_cannot_grant_name_their_field() {
         );
         assert_eq!(code.http_status(), 400);
         assert!(message.contains(engine_says), "{limits}: {message}");
-        assert_nothing_left(&env, &limits.to_string()).await;
+        env.assert_nothing_left(&limits.to_string()).await;
     }
 }
 
@@ -163,7 +137,7 @@ async fn a_published_port_already_taken_is_a_conflict() {
         message.contains("Bind for 127.0.0.1:45999 failed: port is already allocated"),
         "{message}"
     );
-    assert_nothing_left(&env, "port taken").await;
+    env.assert_nothing_left("port taken").await;
 
     // With the port free, the same create works: the conflict was the host's, not the request's.
     let record = env
@@ -173,5 +147,5 @@ async fn a_published_port_already_taken_is_a_conflict() {
         .await
         .unwrap();
     env.runtime().delete(&record.id).await.unwrap();
-    assert_nothing_left(&env, "after delete").await;
+    env.assert_nothing_left("after delete").await;
 }

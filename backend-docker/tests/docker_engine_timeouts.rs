@@ -11,7 +11,7 @@ use std::fs;
 use std::time::Duration;
 
 use berth_core::ErrorCode;
-use berth_core::runtime::{Runtime, RuntimeError};
+use berth_core::runtime::RuntimeError;
 use common::engine_proxy::{EngineProxy, FaultKind};
 use common::{TestEnv, request_with};
 use serde_json::json;
@@ -33,31 +33,6 @@ async fn proxied(name: &str) -> (TestEnv, EngineProxy, tempfile::TempDir) {
     })
     .await;
     (env, proxy, proxy_dir)
-}
-
-async fn assert_nothing_left(env: &TestEnv, what: &str) {
-    let (containers, volumes) = common::leftovers(&env.run);
-    assert!(
-        containers.is_empty(),
-        "{what}: containers left {containers:?}"
-    );
-    assert!(volumes.is_empty(), "{what}: volumes left {volumes:?}");
-    assert!(
-        common::mounts_below(&env.dir).is_empty(),
-        "{what}: mounts left"
-    );
-    let staged: Vec<_> = fs::read_dir(env.dir.join("state/mounts"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert!(
-        staged.is_empty(),
-        "{what}: staging directories left {staged:?}"
-    );
-    assert!(
-        env.runtime().list().await.unwrap().is_empty(),
-        "{what}: a store record was left"
-    );
 }
 
 fn unavailable_detail(error: RuntimeError) -> String {
@@ -98,7 +73,8 @@ async fn a_create_call_held_past_the_engine_timeout_is_unavailable_and_leaves_no
             detail.contains("did not answer within docker.engine_timeout_seconds = 3 s"),
             "{method} {path}: {detail}"
         );
-        assert_nothing_left(&env, &format!("{method} {path} held")).await;
+        env.assert_nothing_left(&format!("{method} {path} held"))
+            .await;
     }
 }
 
@@ -115,5 +91,5 @@ async fn a_pull_held_past_the_pull_timeout_is_unavailable() {
         detail.contains("pulling image: the Docker Engine did not answer within docker.image_pull_timeout_seconds = 2 s"),
         "{detail}"
     );
-    assert_nothing_left(&env, "pull held").await;
+    env.assert_nothing_left("pull held").await;
 }

@@ -96,6 +96,33 @@ impl TestEnv {
     }
 
     /// The runtime under test.
+    /// Nothing of the run is left: no container, no volume, no staging mount or directory, no
+    /// record.
+    pub async fn assert_nothing_left(&self, what: &str) {
+        let (containers, volumes) = leftovers(&self.run);
+        assert!(
+            containers.is_empty(),
+            "{what}: containers left {containers:?}"
+        );
+        assert!(volumes.is_empty(), "{what}: volumes left {volumes:?}");
+        assert!(mounts_below(&self.dir).is_empty(), "{what}: mounts left");
+        let staged: Vec<_> = std::fs::read_dir(self.dir.join("state/mounts"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(
+            staged.is_empty(),
+            "{what}: staging directories left {staged:?}"
+        );
+        assert!(
+            berth_core::runtime::Runtime::list(self.runtime().as_ref())
+                .await
+                .unwrap()
+                .is_empty(),
+            "{what}: a store record was left"
+        );
+    }
+
     pub fn runtime(&self) -> &std::sync::Arc<DockerRuntime> {
         self.runtime.as_ref().unwrap()
     }
