@@ -5,7 +5,6 @@
 pub mod config;
 pub mod engine;
 pub mod index;
-pub mod list_index;
 pub mod ossfs;
 pub mod render;
 mod runtime;

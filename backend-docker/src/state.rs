@@ -11,10 +11,10 @@
 use std::collections::HashMap;
 use std::sync::RwLock;
 
+use berth_core::list_index::ListIndex;
 use berth_core::model::SandboxState;
 
 use crate::index::{ContainerStatus, ContainerView};
-use crate::list_index::ListIndex;
 use crate::ossfs::OssfsKey;
 use crate::store::{Phase, StoredSandbox};
 

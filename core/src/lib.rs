@@ -5,9 +5,11 @@
 //! - [`validate`]: `wire` → `model`, reporting every violation with its field path and code.
 //! - [`error_code`]: every stable error code.
 //! - [`runtime`]: the `Runtime` trait backends implement, and their `Capabilities`.
+//! - [`list_index`]: the ordered index with postings a runtime answers list pages from.
 //! - `testkit` (feature): an in-memory runtime for API tests and the conformance suite.
 
 pub mod error_code;
+pub mod list_index;
 pub mod model;
 pub mod runtime;
 pub mod validate;

@@ -1,6 +1,7 @@
-//! The order and the postings a list page is read from, kept up to date by the runtime state
-//! (`state.rs`) on every record write and every container status change: a page costs what the
-//! page costs, never a scan and sort of the whole store. For no metadata filter or one (the SDK's
+//! The order and the postings a list page is read from, pure and shared by the runtimes: each
+//! keeps one up to date with its records and their states (the Docker runtime on every record
+//! write and container status change): a page costs what the page costs, never a scan and sort
+//! of the whole store. For no metadata filter or one (the SDK's
 //! usual call), with or without state filters, the total is a sum of posting sizes and the page
 //! a merge of the postings' first entries — independent of the number of sandboxes. Several
 //! metadata filters scan the smallest posting.
@@ -8,8 +9,8 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use berth_core::model::SandboxState;
-use berth_core::runtime::ListSelection;
+use crate::model::SandboxState;
+use crate::runtime::ListSelection;
 use chrono::{DateTime, Utc};
 
 /// Where a sandbox sorts: newest first, ties by id (so pages are stable).

@@ -1,18 +1,18 @@
-//! Selecting a list page from the store's list index as the number of sandboxes grows (500,
+//! Selecting a list page from the list index as the number of sandboxes grows (500,
 //! 5 000, 50 000): one metadata filter matching half of them (20 per page), the same with a
 //! state filter (the HTTP benchmark's query), a late page, and two metadata filters (the one
 //! case that scans). No engine needed.
 //!
-//! `cargo bench -p berth-docker --bench list_page`; a flat median across sizes is the goal.
+//! `cargo bench -p berth-core --bench list_page`; a flat median across sizes is the goal.
 
 #![allow(clippy::unwrap_used)] // A benchmark harness, not an API.
 #![allow(missing_docs)] // A benchmark harness, not an API.
 
 use std::collections::BTreeMap;
 
+use berth_core::list_index::ListIndex;
 use berth_core::model::SandboxState;
 use berth_core::runtime::ListSelection;
-use berth_docker::list_index::ListIndex;
 use chrono::DateTime;
 use divan::Bencher;
 
