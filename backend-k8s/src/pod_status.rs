@@ -1,0 +1,324 @@
+//! What a Pod's status means for its sandbox: the reported state (from phase, conditions and
+//! container states, with the cause in `message`), and how a create waiting for Running is
+//! doing — still starting (scheduling, pulling, mounting: shown, waited for), running, or
+//! failed for a reason that waiting will not fix (a missing image, a configuration the kubelet
+//! refuses, an entry process that already ended). Pure.
+
+use berth_core::model::{SandboxState, SandboxStatus};
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::render::SANDBOX_CONTAINER;
+
+/// Waiting reasons of the sandbox container that mean the image cannot be had.
+const IMAGE_FAILURES: [&str; 4] = [
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "ErrImageNeverPull",
+    "InvalidImageName",
+];
+
+/// How a starting sandbox is doing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartProgress {
+    /// Not running yet; `message` says what it waits for (shown in the status, and the create's
+    /// error at its deadline).
+    Starting {
+        /// Why it is not running yet, if the cluster said.
+        message: Option<String>,
+    },
+    /// The sandbox container runs.
+    Running,
+    /// It will not start.
+    Failed(StartFailure),
+}
+
+/// Why a sandbox will not start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartFailure {
+    /// The image cannot be pulled (or must not be, and is absent).
+    Image {
+        /// The kubelet's reason and message.
+        detail: String,
+    },
+    /// The kubelet refuses the container's configuration (e.g. a subPath it will not mount).
+    ContainerConfig {
+        /// The kubelet's message.
+        detail: String,
+    },
+    /// The entry process already ended.
+    Ended {
+        /// How.
+        detail: String,
+    },
+}
+
+/// A Kubernetes time as Berth reports times.
+pub fn to_chrono(time: &Time) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(
+        time.0.as_second(),
+        u32::try_from(time.0.subsec_nanosecond()).unwrap_or(0),
+    )
+}
+
+/// The sandbox container's status, if reported.
+fn sandbox_container(pod: &Pod) -> Option<&k8s_openapi::api::core::v1::ContainerStatus> {
+    pod.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == SANDBOX_CONTAINER)
+}
+
+fn phase(pod: &Pod) -> &str {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("Pending")
+}
+
+/// Why the Pod is not scheduled, if the scheduler said.
+fn unschedulable(pod: &Pod) -> Option<String> {
+    pod.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "PodScheduled" && c.status == "False")
+        .map(|c| {
+            format!(
+                "not scheduled ({}): {}",
+                c.reason.as_deref().unwrap_or("unknown"),
+                c.message.as_deref().unwrap_or("")
+            )
+        })
+}
+
+fn describe_termination(t: &ContainerStateTerminated) -> String {
+    format!(
+        "the entry process ended with code {}{}{}",
+        t.exit_code,
+        t.reason
+            .as_deref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default(),
+        t.message
+            .as_deref()
+            .map(|m| format!(": {m}"))
+            .unwrap_or_default()
+    )
+}
+
+/// How a create waiting on `pod` is doing.
+pub fn start_progress(pod: &Pod) -> StartProgress {
+    let container = sandbox_container(pod);
+    let state = container.and_then(|c| c.state.as_ref());
+    if state.is_some_and(|s| s.running.is_some()) {
+        return StartProgress::Running;
+    }
+    if let Some(terminated) = state.and_then(|s| s.terminated.as_ref()) {
+        return StartProgress::Failed(StartFailure::Ended {
+            detail: describe_termination(terminated),
+        });
+    }
+    if let Some(waiting) = state.and_then(|s| s.waiting.as_ref()) {
+        let reason = waiting.reason.as_deref().unwrap_or_default();
+        let detail = format!("{reason}: {}", waiting.message.as_deref().unwrap_or(""));
+        if IMAGE_FAILURES.contains(&reason) {
+            return StartProgress::Failed(StartFailure::Image { detail });
+        }
+        if reason == "CreateContainerConfigError" {
+            return StartProgress::Failed(StartFailure::ContainerConfig {
+                detail: waiting.message.clone().unwrap_or_default(),
+            });
+        }
+        return StartProgress::Starting {
+            message: Some(detail),
+        };
+    }
+    if matches!(phase(pod), "Failed" | "Succeeded") {
+        return StartProgress::Failed(StartFailure::Ended {
+            detail: pod
+                .status
+                .as_ref()
+                .and_then(|s| s.message.clone())
+                .unwrap_or_else(|| format!("the Pod is {}", phase(pod))),
+        });
+    }
+    StartProgress::Starting {
+        message: unschedulable(pod),
+    }
+}
+
+/// The sandbox's status as reported, from its Pod (`changed_at`: when the state last changed,
+/// if known; else the creation time).
+pub fn sandbox_status(pod: &Pod, created_at: DateTime<Utc>) -> SandboxStatus {
+    if pod.metadata.deletion_timestamp.is_some() {
+        return SandboxStatus {
+            state: SandboxState::Stopping,
+            reason: Some("deleting".into()),
+            message: Some("the sandbox is being deleted".into()),
+            last_transition_at: pod.metadata.deletion_timestamp.as_ref().and_then(to_chrono),
+        };
+    }
+    let container = sandbox_container(pod);
+    let state = container.and_then(|c| c.state.as_ref());
+    if let Some(terminated) = state.and_then(|s| s.terminated.as_ref()) {
+        let ok = terminated.exit_code == 0;
+        return SandboxStatus {
+            state: if ok {
+                SandboxState::Terminated
+            } else {
+                SandboxState::Failed
+            },
+            reason: Some(
+                terminated
+                    .reason
+                    .clone()
+                    .unwrap_or_else(|| if ok { "exited" } else { "exited_with_error" }.into()),
+            ),
+            message: Some(describe_termination(terminated)),
+            last_transition_at: terminated.finished_at.as_ref().and_then(to_chrono),
+        };
+    }
+    if let Some(running) = state.and_then(|s| s.running.as_ref()) {
+        return SandboxStatus {
+            state: SandboxState::Running,
+            reason: None,
+            message: None,
+            last_transition_at: running
+                .started_at
+                .as_ref()
+                .and_then(to_chrono)
+                .or(Some(created_at)),
+        };
+    }
+    match start_progress(pod) {
+        StartProgress::Failed(failure) => SandboxStatus {
+            state: SandboxState::Failed,
+            reason: Some(
+                match failure {
+                    StartFailure::Image { .. } => "image_pull_failed",
+                    StartFailure::ContainerConfig { .. } => "container_config_error",
+                    StartFailure::Ended { .. } => "ended",
+                }
+                .into(),
+            ),
+            message: Some(match failure {
+                StartFailure::Image { detail }
+                | StartFailure::ContainerConfig { detail }
+                | StartFailure::Ended { detail } => detail,
+            }),
+            last_transition_at: Some(created_at),
+        },
+        StartProgress::Starting { message } => SandboxStatus {
+            state: SandboxState::Pending,
+            reason: message.as_ref().map(|_| "starting".into()),
+            message,
+            last_transition_at: Some(created_at),
+        },
+        StartProgress::Running => SandboxStatus::new(SandboxState::Running, created_at),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(status: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "sandbox-a"},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    fn waiting(reason: &str, message: &str) -> Pod {
+        pod(
+            serde_json::json!({"phase": "Pending", "containerStatuses": [{
+            "name": "sandbox", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"waiting": {"reason": reason, "message": message}}}]}),
+        )
+    }
+
+    fn at() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000, 0).unwrap()
+    }
+
+    #[test]
+    fn image_failures_fail_the_start_at_once() {
+        for reason in IMAGE_FAILURES {
+            let p = waiting(reason, "no such image");
+            assert_eq!(
+                start_progress(&p),
+                StartProgress::Failed(StartFailure::Image {
+                    detail: format!("{reason}: no such image")
+                })
+            );
+            assert_eq!(sandbox_status(&p, at()).state, SandboxState::Failed);
+        }
+    }
+
+    #[test]
+    fn a_refused_container_config_fails_the_start() {
+        let p = waiting(
+            "CreateContainerConfigError",
+            "failed to prepare subPath for volumeMount \"work\"",
+        );
+        assert!(matches!(
+            start_progress(&p),
+            StartProgress::Failed(StartFailure::ContainerConfig { .. })
+        ));
+    }
+
+    #[test]
+    fn scheduling_and_creating_are_waited_for_with_their_reason() {
+        let p = waiting("ContainerCreating", "");
+        assert!(matches!(start_progress(&p), StartProgress::Starting { .. }));
+        let p = pod(serde_json::json!({"phase": "Pending", "conditions": [{
+            "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+            "message": "0/1 nodes are available: 1 Insufficient cpu."}]}));
+        let status = sandbox_status(&p, at());
+        assert_eq!(status.state, SandboxState::Pending);
+        assert!(
+            status
+                .message
+                .as_deref()
+                .unwrap()
+                .contains("Insufficient cpu"),
+            "{status:?}"
+        );
+    }
+
+    #[test]
+    fn running_terminated_oom_and_deleting() {
+        let p = pod(
+            serde_json::json!({"phase": "Running", "containerStatuses": [{
+            "name": "sandbox", "image": "i", "imageID": "", "ready": true, "restartCount": 0,
+            "state": {"running": {"startedAt": "2023-11-14T22:13:21Z"}}}]}),
+        );
+        assert_eq!(start_progress(&p), StartProgress::Running);
+        assert_eq!(sandbox_status(&p, at()).state, SandboxState::Running);
+        let p = pod(
+            serde_json::json!({"phase": "Failed", "containerStatuses": [{
+            "name": "sandbox", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}]}),
+        );
+        let status = sandbox_status(&p, at());
+        assert_eq!(
+            (status.state, status.reason.as_deref()),
+            (SandboxState::Failed, Some("OOMKilled"))
+        );
+        let p = pod(
+            serde_json::json!({"phase": "Succeeded", "containerStatuses": [{
+            "name": "sandbox", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}]}),
+        );
+        assert_eq!(sandbox_status(&p, at()).state, SandboxState::Terminated);
+        let mut p = p;
+        p.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+        assert_eq!(sandbox_status(&p, at()).state, SandboxState::Stopping);
+    }
+}
