@@ -1,0 +1,317 @@
+//! The sandboxes as the Pod watch last showed them: each Pod of Berth's, read into a sandbox
+//! record (state from its annotation, status from the Pod's), with the list order and the
+//! expiry order over them. Reads (get, list pages, the reaper's next expiry, counts per state)
+//! are answered from here without a request to the API server. Pure: the runtime's watch task
+//! feeds it Pods.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use berth_core::list_index::ListIndex;
+use berth_core::model::{MetadataKey, MetadataValue, SandboxId, SandboxRecord, SandboxState};
+use berth_core::runtime::{ListSelection, ListedPage};
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::core::v1::Pod;
+
+use crate::pod_state::{PodState, PodStateError};
+use crate::pod_status::sandbox_status;
+use crate::render::LABEL_ID;
+
+/// One sandbox as the table holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// The sandbox as reported.
+    pub record: SandboxRecord,
+    /// Berth's state as stored on the Pod.
+    pub state: PodState,
+    /// The Pod's `resourceVersion`: writes carry it as their precondition.
+    pub resource_version: Option<String>,
+    /// The Pod's IP, once it has one.
+    pub pod_ip: Option<String>,
+}
+
+/// Why a Pod could not be read into a sandbox (the Pod is then left out, and logged).
+#[derive(Debug, thiserror::Error)]
+pub enum UnreadablePod {
+    /// The Pod has no sandbox id label, or an invalid one.
+    #[error("pod {pod}: no valid {LABEL_ID} label")]
+    NoId {
+        /// The Pod's name.
+        pod: String,
+    },
+    /// Its state annotation cannot be read.
+    #[error("pod {pod}: {source}")]
+    State {
+        /// The Pod's name.
+        pod: String,
+        /// Why.
+        source: PodStateError,
+    },
+}
+
+/// Reads a Pod into a sandbox.
+pub fn entry_of(pod: &Pod) -> Result<Entry, UnreadablePod> {
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let id = pod
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(LABEL_ID))
+        .and_then(|id| SandboxId::new(id).ok())
+        .ok_or_else(|| UnreadablePod::NoId { pod: name.clone() })?;
+    let unreadable = |source| UnreadablePod::State {
+        pod: name.clone(),
+        source,
+    };
+    let state =
+        PodState::from_annotations(pod.metadata.annotations.as_ref()).map_err(unreadable)?;
+    let volumes = state.reported_volumes().map_err(unreadable)?;
+    let container = pod.spec.as_ref().and_then(|s| s.containers.first());
+    let record = SandboxRecord {
+        id,
+        image: container.and_then(|c| c.image.clone()).unwrap_or_default(),
+        platform: None,
+        entrypoint: state.entrypoint.clone(),
+        // Keys and values were validated when set; anything else was written by hand.
+        metadata: state
+            .metadata
+            .iter()
+            .filter_map(|(k, v)| Some((MetadataKey::new(k).ok()?, MetadataValue::new(v).ok()?)))
+            .collect(),
+        status: sandbox_status(pod, state.created_at),
+        created_at: state.created_at,
+        expires_at: state.expires_at,
+        volumes,
+    };
+    Ok(Entry {
+        record,
+        state,
+        resource_version: pod.metadata.resource_version.clone(),
+        pod_ip: pod
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.clone())
+            .filter(|ip| !ip.is_empty()),
+    })
+}
+
+/// Every sandbox, in list order and expiry order.
+#[derive(Debug, Default)]
+pub struct SandboxTable {
+    entries: HashMap<String, Entry>,
+    listing: ListIndex,
+    expiries: BTreeSet<(DateTime<Utc>, String)>,
+}
+
+impl SandboxTable {
+    /// Takes a Pod the watch reported as added or changed; `Err` if it cannot be read (it is
+    /// then dropped from the table, so a hand-damaged Pod is not served stale).
+    pub fn apply(&mut self, pod: &Pod) -> Result<(), UnreadablePod> {
+        match entry_of(pod) {
+            Ok(entry) => {
+                self.insert(entry);
+                Ok(())
+            }
+            Err(e) => {
+                if let Some(id) = pod.metadata.labels.as_ref().and_then(|l| l.get(LABEL_ID)) {
+                    self.remove(id);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Takes a Pod the watch reported as deleted.
+    pub fn delete(&mut self, pod: &Pod) {
+        if let Some(id) = pod.metadata.labels.as_ref().and_then(|l| l.get(LABEL_ID)) {
+            self.remove(id);
+        }
+    }
+
+    /// Replaces everything with a fresh listing (the watch's re-list); the Pods that cannot be
+    /// read are returned.
+    pub fn replace_all<'a>(
+        &mut self,
+        pods: impl IntoIterator<Item = &'a Pod>,
+    ) -> Vec<UnreadablePod> {
+        *self = Self::default();
+        pods.into_iter()
+            .filter_map(|pod| self.apply(pod).err())
+            .collect()
+    }
+
+    fn insert(&mut self, entry: Entry) {
+        let id = entry.record.id.to_string();
+        self.remove(&id);
+        let metadata: BTreeMap<String, String> = entry.state.metadata.clone();
+        self.listing.upsert(
+            &id,
+            entry.record.created_at,
+            &metadata,
+            entry.record.status.state,
+        );
+        if let Some(at) = entry.record.expires_at {
+            self.expiries.insert((at, id.clone()));
+        }
+        self.entries.insert(id, entry);
+    }
+
+    fn remove(&mut self, id: &str) {
+        if let Some(old) = self.entries.remove(id) {
+            self.listing.remove(id);
+            if let Some(at) = old.record.expires_at {
+                self.expiries.remove(&(at, id.to_owned()));
+            }
+        }
+    }
+
+    /// One sandbox.
+    pub fn get(&self, id: &str) -> Option<&Entry> {
+        self.entries.get(id)
+    }
+
+    /// Every sandbox, in no order.
+    pub fn records(&self) -> impl Iterator<Item = &SandboxRecord> {
+        self.entries.values().map(|e| &e.record)
+    }
+
+    /// The page `selection` asks for.
+    pub fn page(&self, selection: &ListSelection) -> ListedPage {
+        let (ids, total) = self.listing.select(selection);
+        ListedPage {
+            items: ids
+                .into_iter()
+                .filter_map(|id| self.entries.get(id))
+                .map(|e| e.record.clone())
+                .collect(),
+            total,
+        }
+    }
+
+    /// The earliest expiry, if any sandbox has one.
+    pub fn next_expiry(&self) -> Option<DateTime<Utc>> {
+        self.expiries.first().map(|(at, _)| *at)
+    }
+
+    /// Sandboxes whose expiry is at or before `now`, earliest first, at most `limit`.
+    pub fn due(&self, now: DateTime<Utc>, limit: usize) -> Vec<SandboxId> {
+        self.expiries
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .filter_map(|(_, id)| self.entries.get(id).map(|e| e.record.id.clone()))
+            .take(limit)
+            .collect()
+    }
+
+    /// How many sandboxes are in each state.
+    pub fn count_by_state(&self) -> BTreeMap<SandboxState, usize> {
+        let mut counts = BTreeMap::new();
+        for entry in self.entries.values() {
+            *counts.entry(entry.record.status.state).or_default() += 1;
+        }
+        counts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pod_state::{STATE_ANNOTATION, STATE_VERSION};
+
+    fn pod(id: &str, created: i64, expires: Option<i64>, team: &str, phase: &str) -> Pod {
+        let state = PodState {
+            v: STATE_VERSION,
+            created_at: DateTime::from_timestamp(created, 0).unwrap(),
+            expires_at: expires.and_then(|e| DateTime::from_timestamp(e, 0)),
+            metadata: BTreeMap::from([("team".into(), team.into())]),
+            entrypoint: vec!["sleep".into()],
+            volumes: vec![],
+            created_claims: vec![],
+            create_deadline: None,
+        };
+        let running = serde_json::json!({"running": {}});
+        let waiting = serde_json::json!({"waiting": {"reason": "ContainerCreating"}});
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": format!("sandbox-{id}"), "resourceVersion": "7",
+                "labels": {LABEL_ID: id},
+                "annotations": {STATE_ANNOTATION: state.to_annotation()}},
+            "spec": {"containers": [{"name": "sandbox", "image": "busybox"}]},
+            "status": {"phase": phase, "podIP": "10.0.0.9", "containerStatuses": [{
+                "name": "sandbox", "image": "busybox", "imageID": "", "ready": true, "restartCount": 0,
+                "state": if phase == "Running" { running } else { waiting }}]},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn pods_become_sandboxes_in_list_and_expiry_order() {
+        let mut table = SandboxTable::default();
+        table
+            .apply(&pod("a", 100, Some(500), "ml", "Running"))
+            .unwrap();
+        table
+            .apply(&pod("b", 200, Some(300), "ml", "Pending"))
+            .unwrap();
+        table.apply(&pod("c", 300, None, "web", "Running")).unwrap();
+        let entry = table.get("a").unwrap();
+        assert_eq!(
+            (
+                entry.record.status.state,
+                entry.pod_ip.as_deref(),
+                entry.resource_version.as_deref()
+            ),
+            (SandboxState::Running, Some("10.0.0.9"), Some("7"))
+        );
+        let page = table.page(&ListSelection {
+            metadata: vec![("team".into(), "ml".into())],
+            limit: 10,
+            ..ListSelection::default()
+        });
+        let ids: Vec<String> = page.items.iter().map(|r| r.id.to_string()).collect();
+        assert_eq!((ids, page.total), (vec!["b".to_owned(), "a".to_owned()], 2));
+        assert_eq!(table.next_expiry(), DateTime::from_timestamp(300, 0));
+        let due: Vec<String> = table
+            .due(DateTime::from_timestamp(500, 0).unwrap(), 10)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(due, ["b", "a"]);
+        assert_eq!(
+            table.count_by_state(),
+            BTreeMap::from([(SandboxState::Pending, 1), (SandboxState::Running, 2)])
+        );
+        // A renewal moves the expiry; a deletion removes every trace.
+        table
+            .apply(&pod("b", 200, Some(900), "ml", "Running"))
+            .unwrap();
+        assert_eq!(table.next_expiry(), DateTime::from_timestamp(500, 0));
+        table.delete(&pod("a", 100, Some(500), "ml", "Running"));
+        assert_eq!(table.next_expiry(), DateTime::from_timestamp(900, 0));
+        assert!(table.get("a").is_none());
+    }
+
+    #[test]
+    fn unreadable_pods_are_left_out_and_reported() {
+        let mut table = SandboxTable::default();
+        let mut damaged = pod("a", 100, None, "ml", "Running");
+        table.apply(&damaged).unwrap();
+        damaged
+            .metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert(STATE_ANNOTATION.into(), "{not json".into());
+        assert!(matches!(
+            table.apply(&damaged),
+            Err(UnreadablePod::State { .. })
+        ));
+        assert!(
+            table.get("a").is_none(),
+            "a damaged Pod must not be served stale"
+        );
+        let unlabelled: Pod =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "x"}})).unwrap();
+        let errors = table.replace_all([&pod("b", 1, None, "ml", "Running"), &unlabelled]);
+        assert_eq!(errors.len(), 1);
+        assert!(table.get("b").is_some());
+    }
+}
