@@ -12,7 +12,9 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use berth_api::{AppState, router};
 use berth_core::model::{HostPath, MetadataPatch, SandboxId, SandboxRecord};
-use berth_core::runtime::{Capabilities, CreateSandbox, RenderedSandbox, Runtime, RuntimeError};
+use berth_core::runtime::{
+    BackendSupport, Capabilities, CreateSandbox, RenderedSandbox, Runtime, RuntimeError,
+};
 use berth_core::testkit::InMemoryRuntime;
 use berth_core::validate::StoragePolicy;
 use berth_core::wire;
@@ -296,7 +298,12 @@ async fn create_errors_have_codes_and_field_paths() {
 #[tokio::test]
 async fn capabilities_are_checked_before_the_runtime() {
     let caps = Capabilities {
-        volume_backends: [wire::VolumeBackendKind::Pvc].into_iter().collect(),
+        volume_backends: [(
+            wire::VolumeBackendKind::Pvc,
+            BackendSupport::uniform(wire::ReadOnlyMode::Recursive),
+        )]
+        .into_iter()
+        .collect(),
         ..InMemoryRuntime::new().capabilities()
     };
     let runtime = Arc::new(InMemoryRuntime::new().with_capabilities(caps));

@@ -1,7 +1,7 @@
 //! Engine answers that are the request's fault (or a conflict on the host) are a 4xx with a
 //! stable code, the field and the engine's reason — never an internal error — and leave nothing
-//! behind: an NFS export that cannot be mounted, CPU and memory limits the host cannot grant, a
-//! published port already taken.
+//! behind: an NFS export that cannot be mounted (or asked for at a subPath), CPU and memory
+//! limits the host cannot grant, a published port already taken.
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly by design.
 
@@ -60,6 +60,31 @@ async fn an_nfs_export_that_cannot_be_mounted_is_the_requests_fault() {
         "the engine's host path is not: {message}"
     );
     env.assert_nothing_left("nfs mount failed").await;
+}
+
+/// Docker mounts an NFS export whole (a local-driver volume): a subPath would be silently
+/// ignored, exposing the whole export, so the capabilities say no and the create is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_nfs_sub_path_is_refused_not_ignored() {
+    let env = TestEnv::new("nfs-subpath").await;
+    assert!(
+        env.runtime()
+            .capabilities()
+            .volume_backends
+            .get(&berth_core::model::VolumeBackendKind::Nfs)
+            .is_some_and(|nfs| !nfs.sub_path)
+    );
+    let request = request_with(json!([
+        {"name": "archive", "nfs": {"server": "nfs-server.invalid", "path": "/exports/archive"},
+         "mountPath": "/archive", "subPath": "uid-1"}
+    ]));
+    let err = env.create(request).await.unwrap_err();
+    let (field, code, _) = rejection(&err);
+    assert_eq!(
+        (field.as_str(), code),
+        ("volumes[0].subPath", ErrorCode::VolumeStagingUnavailable)
+    );
+    env.assert_nothing_left("nfs subPath refused").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -112,10 +112,10 @@ fn live_mounts(env: &TestEnv) -> Vec<String> {
 async fn sandboxes_share_a_mount_only_with_the_same_key_and_the_last_user_unmounts_it() {
     let mut env = TestEnv::with("ossfs-share", |c| with_stand_in(c, &["ossfs", "ossfs2"])).await;
     let caps = env.runtime().capabilities();
-    assert!(caps.volume_backends.contains(&VolumeBackendKind::Ossfs));
+    assert!(caps.offers(VolumeBackendKind::Ossfs));
     assert_eq!(
-        caps.engine_sees_mounts,
-        Some(true),
+        caps.details.get("engine_sees_mounts").map(String::as_str),
+        Some("true"),
         "the startup probe found the engine's process and saw the probe mount through it"
     );
 
@@ -393,8 +393,7 @@ async fn without_a_helper_ossfs_is_not_offered() {
     assert!(
         !env.runtime()
             .capabilities()
-            .volume_backends
-            .contains(&VolumeBackendKind::Ossfs)
+            .offers(VolumeBackendKind::Ossfs)
     );
     let err = env
         .create(request_with(json!([ossfs_volume("o", SECRET, "2.0", "p")])))

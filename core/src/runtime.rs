@@ -4,7 +4,7 @@
 //! The API validates a request (see [`crate::validate`]), checks it against the runtime's
 //! capabilities, and only then calls the runtime; a runtime never re-parses user strings.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -106,19 +106,39 @@ pub struct RenderedSandbox {
     pub runtime_object: serde_json::Value,
 }
 
-/// How a runtime mounts a `subPath`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum SubPathMechanism {
-    /// Berth resolves the path from a pinned fd and hands the runtime a staged bind mount.
-    StagedBind,
-    /// The verified path is handed over unstaged (`storage.allow_unstaged_paths`); a residual race remains.
-    UnstagedPath,
-    /// The engine's own sub-path support (Docker API ≥ 1.45 `VolumeOptions.Subpath`).
-    EngineSubpath,
-    /// The kubelet's `volumeMounts.subPath`.
-    Kubelet,
-    /// `subPath` is not supported.
-    Unsupported,
+/// How a runtime serves one volume backend: the facts a request can be checked against, stated
+/// so that any runtime (an engine on one host, a cluster) can state them honestly. How it does
+/// so (staging, the engine's or the kubelet's own support) is a runtime detail for its log;
+/// what it did for each volume is that volume's report (`readOnlyMode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackendSupport {
+    /// Whether a volume of this backend can be mounted at a `subPath`.
+    pub sub_path: bool,
+    /// The effective mode of a read-only mount of the whole volume (`Recursive` or
+    /// `NonRecursive`).
+    pub read_only: ReadOnlyMode,
+    /// The effective mode of a read-only mount of a `subPath` (meaningful when `sub_path`).
+    pub read_only_sub_path: ReadOnlyMode,
+}
+
+impl BackendSupport {
+    /// A backend mounted with subPath support and one read-only mode for every mount.
+    pub const fn uniform(read_only: ReadOnlyMode) -> Self {
+        Self {
+            sub_path: true,
+            read_only,
+            read_only_sub_path: read_only,
+        }
+    }
+
+    /// The mode a volume of this backend gets: `None` unless it is read-only.
+    pub fn read_only_mode(&self, read_only: bool, with_sub_path: bool) -> ReadOnlyMode {
+        match (read_only, with_sub_path) {
+            (false, _) => ReadOnlyMode::None,
+            (true, false) => self.read_only,
+            (true, true) => self.read_only_sub_path,
+        }
+    }
 }
 
 /// What a runtime can do, filled from its startup probes.
@@ -128,18 +148,10 @@ pub struct Capabilities {
     pub runtime: String,
     /// Engine or cluster version string, for the startup log.
     pub engine_version: Option<String>,
-    /// Volume backends offered.
-    pub volume_backends: BTreeSet<VolumeBackendKind>,
-    /// Whether pause/resume work.
+    /// Volume backends offered, each with what it supports.
+    pub volume_backends: BTreeMap<VolumeBackendKind, BackendSupport>,
+    /// Whether pause/resume work (if not, both answer `SANDBOX::UNSUPPORTED_FEATURE`).
     pub pause: bool,
-    /// How read-only mounts are enforced (`Recursive` or `NonRecursive`).
-    pub read_only_mode: ReadOnlyMode,
-    /// How `subPath` is mounted.
-    pub sub_path_mechanism: SubPathMechanism,
-    /// Whether the engine was seen to see the server's staging mounts (a startup probe):
-    /// `Some(false)` means staged volumes would be refused; `None` when not probed (no staging,
-    /// or the engine's process cannot be inspected — each create still checks its own mounts).
-    pub engine_sees_mounts: Option<bool>,
     /// Whether `pvc.storageClass` / `storage` / `accessModes` are honoured (Kubernetes), or would be
     /// ignored (Docker: then they are refused).
     pub pvc_provisioning_hints: bool,
@@ -147,9 +159,25 @@ pub struct Capabilities {
     pub platform: Option<PlatformSpec>,
     /// Mount paths the runtime reserves beyond Berth's own.
     pub reserved_mount_paths: Vec<MountPath>,
+    /// Free-form facts about how this runtime works here, for the startup log only (Docker:
+    /// staging, whether the engine sees staging mounts, the API version). Nothing checks them.
+    pub details: BTreeMap<String, String>,
 }
 
 impl Capabilities {
+    /// Whether volumes of `kind` are offered.
+    pub fn offers(&self, kind: VolumeBackendKind) -> bool {
+        self.volume_backends.contains_key(&kind)
+    }
+
+    /// The read-only mode this runtime states for `volume` (`None` when its backend is not
+    /// offered): what its report's `readOnlyMode` must say.
+    pub fn read_only_mode(&self, volume: &crate::model::Volume) -> Option<ReadOnlyMode> {
+        self.volume_backends
+            .get(&volume.source.kind())
+            .map(|b| b.read_only_mode(volume.read_only, volume.sub_path.is_some()))
+    }
+
     /// Checks a validated spec against what this runtime can do: every shortfall, at once.
     pub fn check(&self, spec: &SandboxSpec) -> Result<(), Violations> {
         let mut violations = Vec::new();
@@ -167,8 +195,8 @@ impl Capabilities {
         }
         for (i, volume) in spec.volumes.iter().enumerate() {
             let kind = volume.source.kind();
-            if !self.volume_backends.contains(&kind) {
-                let offered: Vec<&str> = self.volume_backends.iter().map(|b| b.as_str()).collect();
+            let Some(support) = self.volume_backends.get(&kind) else {
+                let offered: Vec<&str> = self.volume_backends.keys().map(|b| b.as_str()).collect();
                 violations.push(Violation::new(
                     format!("volumes[{i}].{kind}"),
                     ErrorCode::VolumeUnsupportedBackend,
@@ -179,13 +207,15 @@ impl Capabilities {
                     ),
                 ));
                 continue;
-            }
-            if volume.sub_path.is_some() && self.sub_path_mechanism == SubPathMechanism::Unsupported
-            {
+            };
+            if volume.sub_path.is_some() && !support.sub_path {
                 violations.push(Violation::new(
                     format!("volumes[{i}].subPath"),
                     ErrorCode::VolumeStagingUnavailable,
-                    format!("the {} runtime cannot mount a subPath here", self.runtime),
+                    format!(
+                        "the {} runtime cannot mount a subPath of a {kind} volume here",
+                        self.runtime
+                    ),
                 ));
             }
             if let crate::model::VolumeSource::Pvc(pvc) = &volume.source

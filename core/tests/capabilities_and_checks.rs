@@ -10,7 +10,7 @@ use berth_core::model::{
     MetadataKey, MetadataPatch, MetadataValue, MountPath, PlatformArch, PlatformOs, PlatformSpec,
     ReadOnlyMode, SandboxId, SandboxState, VolumeBackendKind,
 };
-use berth_core::runtime::{Capabilities, RuntimeError, SubPathMechanism};
+use berth_core::runtime::{BackendSupport, Capabilities, RuntimeError};
 use berth_core::validate::{MAX_METADATA_ENTRIES, StoragePolicy, check_port, check_renewal};
 use berth_core::wire::PatchSandboxMetadataRequest;
 use chrono::{TimeDelta, TimeZone, Utc};
@@ -22,19 +22,30 @@ fn docker_like() -> Capabilities {
     Capabilities {
         runtime: "docker".into(),
         engine_version: Some("1.41".into()),
-        volume_backends: [VolumeBackendKind::Host, VolumeBackendKind::Pvc]
-            .into_iter()
-            .collect(),
+        volume_backends: [
+            (
+                VolumeBackendKind::Host,
+                BackendSupport::uniform(ReadOnlyMode::Recursive),
+            ),
+            (
+                VolumeBackendKind::Pvc,
+                BackendSupport {
+                    sub_path: true,
+                    read_only: ReadOnlyMode::NonRecursive,
+                    read_only_sub_path: ReadOnlyMode::Recursive,
+                },
+            ),
+        ]
+        .into_iter()
+        .collect(),
         pause: true,
-        read_only_mode: ReadOnlyMode::Recursive,
-        sub_path_mechanism: SubPathMechanism::StagedBind,
-        engine_sees_mounts: None,
         pvc_provisioning_hints: false,
         platform: Some(PlatformSpec {
             os: PlatformOs::Linux,
             arch: PlatformArch::Amd64,
         }),
         reserved_mount_paths: vec![MountPath::new("/var/run/berth").unwrap()],
+        details: BTreeMap::new(),
     }
 }
 
@@ -69,20 +80,73 @@ fn unsupported_backend_is_refused_uniformly() {
 }
 
 #[test]
-fn sub_path_without_a_mechanism_is_refused() {
-    let caps = Capabilities {
-        sub_path_mechanism: SubPathMechanism::Unsupported,
-        engine_sees_mounts: None,
-        ..docker_like()
-    };
+fn sub_path_is_refused_per_backend_that_cannot_mount_one() {
+    let mut caps = docker_like();
+    caps.volume_backends.insert(
+        VolumeBackendKind::Pvc,
+        BackendSupport {
+            sub_path: false,
+            read_only: ReadOnlyMode::NonRecursive,
+            read_only_sub_path: ReadOnlyMode::NonRecursive,
+        },
+    );
+    let host = volume(
+        json!({"name": "h", "pvc": null, "host": {"path": "/srv/shared"}, "mountPath": "/h", "subPath": "s1"}),
+    );
     assert_eq!(
-        codes(&caps, with_volumes(vec![volume(json!({"subPath": "s1"}))])),
+        codes(
+            &caps,
+            with_volumes(vec![volume(json!({"subPath": "s1"})), host.clone()])
+        ),
         [(
             "volumes[0].subPath".to_owned(),
             ErrorCode::VolumeStagingUnavailable
-        )]
+        )],
+        "the pvc subPath is refused, the host one (its backend supports it) is not"
     );
+    let spec = validate(
+        with_volumes(vec![volume(json!({"subPath": "s1"}))]),
+        &policy(),
+    )
+    .unwrap();
+    let msg = caps.check(&spec).unwrap_err().to_string();
+    assert!(msg.contains("subPath of a pvc volume"), "{msg}");
     assert!(codes(&caps, with_volumes(vec![volume(json!({}))])).is_empty());
+}
+
+#[test]
+fn the_read_only_mode_stated_per_backend_and_kind_of_mount() {
+    let caps = docker_like();
+    let spec = validate(
+        with_volumes(vec![
+            volume(json!({"readOnly": true})),
+            volume(json!({"name": "s", "mountPath": "/s", "subPath": "a", "readOnly": true})),
+            volume(json!({"name": "w", "mountPath": "/w"})),
+            volume(json!({"name": "h", "pvc": null, "host": {"path": "/srv/shared"}, "mountPath": "/h", "readOnly": true})),
+        ]),
+        &policy(),
+    )
+    .unwrap();
+    let modes: Vec<Option<ReadOnlyMode>> = spec
+        .volumes
+        .iter()
+        .map(|v| caps.read_only_mode(v))
+        .collect();
+    assert_eq!(
+        modes,
+        [
+            Some(ReadOnlyMode::NonRecursive),
+            Some(ReadOnlyMode::Recursive),
+            Some(ReadOnlyMode::None),
+            Some(ReadOnlyMode::Recursive),
+        ]
+    );
+    let mut without_host = docker_like();
+    without_host
+        .volume_backends
+        .remove(&VolumeBackendKind::Host);
+    assert_eq!(without_host.read_only_mode(&spec.volumes[3]), None);
+    assert!(!without_host.offers(VolumeBackendKind::Host));
 }
 
 #[test]

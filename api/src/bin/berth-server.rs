@@ -84,10 +84,9 @@ async fn serve(config: Config) -> ExitCode {
     tracing::info!(
         runtime = %capabilities.runtime,
         engine = capabilities.engine_version.as_deref().unwrap_or("unknown"),
-        sub_path = ?capabilities.sub_path_mechanism,
-        read_only = ?capabilities.read_only_mode,
         backends = ?capabilities.volume_backends,
-        engine_sees_mounts = ?capabilities.engine_sees_mounts,
+        pause = capabilities.pause,
+        details = ?capabilities.details,
         "runtime capabilities"
     );
     let state = AppState::new(runtime, config.policy())

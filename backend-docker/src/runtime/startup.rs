@@ -9,7 +9,7 @@ use std::sync::Arc;
 use berth_core::model::{
     HostPath, PlatformArch, PlatformOs, PlatformSpec, ReadOnlyMode, SandboxId, VolumeBackendKind,
 };
-use berth_core::runtime::{Capabilities, SubPathMechanism};
+use berth_core::runtime::{BackendSupport, Capabilities};
 use bollard::query_parameters::{
     InspectNetworkOptions, ListContainersOptions, RemoveContainerOptions,
 };
@@ -103,6 +103,96 @@ fn probe_staging(
         });
     area.release_sandbox("probe")?;
     result
+}
+
+/// What this server offers, per volume backend, given whether it can stage verified mounts
+/// (ARCHITECTURE.md, "Path safety"). A staged mount is made read-only recursively
+/// (`mount_setattr`); a Docker named volume or an unstaged bind is read-only at its top only.
+fn capabilities(
+    engine: &crate::engine::Engine,
+    config: &DockerConfig,
+    staging: bool,
+    engine_sees_mounts: Option<bool>,
+    ossfs: Option<String>,
+    platform: Option<PlatformSpec>,
+) -> Capabilities {
+    // Host paths and pvc subPaths are resolved by Berth and bind-mounted: staged, or (accepting
+    // the residual race) handed over unstaged; otherwise they are refused.
+    let host_paths = staging || config.allow_unstaged_paths;
+    let bound = if staging {
+        ReadOnlyMode::Recursive
+    } else {
+        ReadOnlyMode::NonRecursive
+    };
+    let mut volume_backends = std::collections::BTreeMap::new();
+    volume_backends.insert(
+        VolumeBackendKind::Host,
+        BackendSupport {
+            sub_path: host_paths,
+            read_only: bound,
+            read_only_sub_path: bound,
+        },
+    );
+    volume_backends.insert(
+        VolumeBackendKind::Pvc,
+        BackendSupport {
+            sub_path: host_paths,
+            read_only: ReadOnlyMode::NonRecursive,
+            read_only_sub_path: bound,
+        },
+    );
+    // A per-sandbox local-driver volume of the whole export: Docker has no way to mount a
+    // directory inside it, so a subPath is refused rather than ignored.
+    volume_backends.insert(
+        VolumeBackendKind::Nfs,
+        BackendSupport {
+            sub_path: false,
+            read_only: ReadOnlyMode::NonRecursive,
+            read_only_sub_path: ReadOnlyMode::NonRecursive,
+        },
+    );
+    if ossfs.is_some() {
+        // Offered only with staging: the shared mount is staged per sandbox.
+        volume_backends.insert(
+            VolumeBackendKind::Ossfs,
+            BackendSupport::uniform(ReadOnlyMode::Recursive),
+        );
+    }
+    let sub_paths = match (staging, config.allow_unstaged_paths) {
+        (true, _) => "staged bind mounts",
+        (false, true) => "unstaged verified paths (storage.allow_unstaged_paths)",
+        (false, false) => "refused (cannot stage)",
+    };
+    let details = [
+        ("api_version", engine.api.to_string()),
+        ("staging", staging.to_string()),
+        ("host_paths", sub_paths.to_owned()),
+        (
+            "engine_sees_mounts",
+            engine_sees_mounts.map_or_else(|| "not probed".to_owned(), |b| b.to_string()),
+        ),
+        (
+            "ossfs",
+            ossfs.unwrap_or_else(|| "not offered (no helper found, or no staging)".to_owned()),
+        ),
+        ("network", config.network_mode.clone()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    Capabilities {
+        runtime: "docker".into(),
+        engine_version: Some(format!(
+            "Docker Engine {} (API {})",
+            engine.engine_version, engine.api
+        )),
+        volume_backends,
+        pause: true,
+        pvc_provisioning_hints: false,
+        platform,
+        reserved_mount_paths: Vec::new(),
+        details,
+    }
 }
 
 /// What startup opens on the host: the state directory, the store, the staging area (and
@@ -242,37 +332,14 @@ impl DockerRuntime {
             }),
             _ => None,
         };
-        let sub_path_mechanism = match (&staging, config.allow_unstaged_paths) {
-            (Some(_), _) => SubPathMechanism::StagedBind,
-            (None, true) => SubPathMechanism::UnstagedPath,
-            (None, false) => SubPathMechanism::Unsupported,
-        };
-        let capabilities = Capabilities {
-            runtime: "docker".into(),
-            engine_version: Some(format!(
-                "Docker Engine {} (API {})",
-                engine.engine_version, engine.api
-            )),
-            volume_backends: [
-                VolumeBackendKind::Host,
-                VolumeBackendKind::Pvc,
-                VolumeBackendKind::Nfs,
-            ]
-            .into_iter()
-            .chain(ossfs.as_ref().map(|_| VolumeBackendKind::Ossfs))
-            .collect(),
-            pause: true,
-            read_only_mode: if staging.is_some() {
-                ReadOnlyMode::Recursive
-            } else {
-                ReadOnlyMode::NonRecursive
-            },
-            sub_path_mechanism,
+        let capabilities = capabilities(
+            &engine,
+            &config,
+            staging.is_some(),
             engine_sees_mounts,
-            pvc_provisioning_hints: false,
+            ossfs.as_ref().map(OssfsHost::describe),
             platform,
-            reserved_mount_paths: Vec::new(),
-        };
+        );
         // The index writes into the same state the store mirrors into (one owner, one lock).
         // Its tasks hold only the state, never the store (and its file lock).
         let state = Arc::clone(store.state());

@@ -567,8 +567,14 @@ async fn unknown_id(ctx: &mut Context<'_>) -> CheckResult {
 
 async fn volumes_reported(ctx: &mut Context<'_>) -> CheckResult {
     let caps = ctx.runtime().capabilities();
-    if !caps.volume_backends.contains(&VolumeBackendKind::Pvc) {
-        return Ok(Outcome::Skipped("the runtime offers no pvc backend".into()));
+    if !caps
+        .volume_backends
+        .get(&VolumeBackendKind::Pvc)
+        .is_some_and(|pvc| pvc.sub_path)
+    {
+        return Ok(Outcome::Skipped(
+            "the runtime offers no pvc backend with subPath".into(),
+        ));
     }
     let claim = ctx.claim("reported");
     let mut request = ctx.request();
@@ -630,20 +636,28 @@ async fn volumes_reported(ctx: &mut Context<'_>) -> CheckResult {
         "work reported as {work:?}"
     );
     let shared = by_name("shared")?;
-    // Runtimes may enforce read-only differently per kind of mount (a whole named volume need not
-    // be recursive); it must be enforced somehow, and a read-only subPath mount as advertised.
     ensure!(
         shared.read_only && shared.read_only_mode != ReadOnlyMode::None,
         "read-only volume reported as {shared:?}"
     );
     let notes = by_name("notes")?;
     ensure!(
-        notes.read_only
-            && notes.read_only_mode == caps.read_only_mode
-            && notes.read_only_mode != ReadOnlyMode::None,
-        "read-only subPath volume reported as {notes:?} (capabilities say {:?})",
-        caps.read_only_mode
+        notes.read_only && notes.read_only_mode != ReadOnlyMode::None,
+        "read-only subPath volume reported as {notes:?}"
     );
+    // Each volume reports the mode the capabilities state for its backend and kind of mount.
+    for volume in &got.volumes {
+        let stated = caps
+            .volume_backends
+            .get(&volume.backend)
+            .map(|b| b.read_only_mode(volume.read_only, volume.sub_path.is_some()));
+        ensure!(
+            stated == Some(volume.read_only_mode),
+            "volume {} reports readOnlyMode {:?}; the capabilities state {stated:?}",
+            volume.name,
+            volume.read_only_mode
+        );
+    }
     if let Some(root) = &ctx.target.host_root {
         let host = by_name("hostdir")?;
         ensure!(

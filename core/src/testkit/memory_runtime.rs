@@ -14,7 +14,7 @@ use crate::model::{
     SandboxStatus, VolumeBackendKind, VolumeSource,
 };
 use crate::runtime::{
-    Capabilities, CreateSandbox, RenderedSandbox, Runtime, RuntimeError, SubPathMechanism,
+    BackendSupport, Capabilities, CreateSandbox, RenderedSandbox, Runtime, RuntimeError,
 };
 use crate::validate::{Violation, Violations};
 use crate::wire;
@@ -63,14 +63,15 @@ impl InMemoryRuntime {
             capabilities: Capabilities {
                 runtime: "in-memory".to_owned(),
                 engine_version: None,
-                volume_backends: VolumeBackendKind::ALL.into_iter().collect(),
+                volume_backends: VolumeBackendKind::ALL
+                    .into_iter()
+                    .map(|kind| (kind, BackendSupport::uniform(ReadOnlyMode::Recursive)))
+                    .collect(),
                 pause: true,
-                read_only_mode: ReadOnlyMode::Recursive,
-                sub_path_mechanism: SubPathMechanism::StagedBind,
-                engine_sees_mounts: None,
                 pvc_provisioning_hints: true,
                 platform: None,
                 reserved_mount_paths: Vec::new(),
+                details: BTreeMap::new(),
             },
         }
     }
@@ -144,6 +145,11 @@ impl InMemoryRuntime {
             });
         }
         let spec = &request.spec;
+        // Like a real runtime, it refuses what its capabilities do not offer even when a
+        // caller bypasses the API's check.
+        self.capabilities
+            .check(spec)
+            .map_err(RuntimeError::Rejected)?;
         if !state.images.contains(&spec.image.uri) {
             return Err(RuntimeError::ImageNotFound {
                 image: spec.image.uri.clone(),
@@ -186,7 +192,14 @@ impl InMemoryRuntime {
             volumes: spec
                 .volumes
                 .iter()
-                .map(|v| MountedVolume::of(v, self.capabilities.read_only_mode))
+                .map(|v| {
+                    // `check` above refused backends that are not offered.
+                    let mode = self
+                        .capabilities
+                        .read_only_mode(v)
+                        .unwrap_or(ReadOnlyMode::NonRecursive);
+                    MountedVolume::of(v, mode)
+                })
                 .collect(),
         };
         Ok((record, to_create))

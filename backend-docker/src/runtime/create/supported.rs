@@ -1,6 +1,6 @@
 //! Refusing, before anything is made, volumes the Docker runtime cannot mount on this server.
 //!
-//! The generic shortfalls (backend not offered, subPath without a mechanism, provisioning hints,
+//! The generic shortfalls (backend not offered, a subPath the backend cannot mount, provisioning hints,
 //! platform) are `Capabilities::check`'s, which the API runs first and which is repeated here
 //! for callers of the runtime that bypass the API. Only what the capabilities cannot express is
 //! checked here: which ossfs version is installed, and staging for a host volume without subPath.
@@ -40,7 +40,7 @@ impl DockerRuntime {
                         ),
                     ));
                 }
-                // With a subPath, `Capabilities::check` already refused it (no subPath mechanism).
+                // With a subPath, `Capabilities::check` already refused it (no subPath support).
                 VolumeSource::Host { .. }
                     if volume.sub_path.is_none()
                         && self.staging.is_none()
