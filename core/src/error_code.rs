@@ -81,6 +81,9 @@ error_codes! {
     /// A port the server publishes for every sandbox (`docker.published_ports`) could not be
     /// bound on the engine's host because something else holds it; retrying may succeed.
     SandboxPortAlreadyAllocated = ("SANDBOX::PORT_ALREADY_ALLOCATED", 409),
+    /// Another writer kept changing the sandbox (on Kubernetes: the Pod's `resourceVersion`)
+    /// and the runtime gave up after a bounded number of re-reads; retrying may succeed.
+    SandboxConflict = ("SANDBOX::CONFLICT", 409),
     /// A renewal's `expiresAt` is not in the future.
     SandboxInvalidExpiration = ("SANDBOX::INVALID_EXPIRATION", 400),
     /// A metadata key or value breaks the Kubernetes label rules, or uses the reserved `opensandbox.io/` prefix.

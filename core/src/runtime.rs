@@ -309,6 +309,15 @@ pub enum RuntimeError {
         /// The sandbox.
         id: SandboxId,
     },
+    /// Optimistic concurrency gave up: another writer changed the sandbox (a `resourceVersion`
+    /// precondition failed) on every one of a bounded number of attempts. Nothing was changed.
+    #[error("sandbox {id} kept changing under this call ({detail}); retry")]
+    Conflict {
+        /// The sandbox.
+        id: SandboxId,
+        /// What was contended, and how often it was retried.
+        detail: String,
+    },
     /// The engine or cluster cannot be reached.
     #[error("the runtime cannot be reached: {detail}")]
     Unavailable {
@@ -336,6 +345,7 @@ impl RuntimeError {
             Self::Rejected(v) => v.code(),
             Self::EndpointNotAvailable { .. } => ErrorCode::SandboxEndpointNotAvailable,
             Self::PodIpNotAvailable { .. } => ErrorCode::KubernetesPodIpNotAvailable,
+            Self::Conflict { .. } => ErrorCode::SandboxConflict,
             Self::Unavailable { .. } => ErrorCode::RuntimeUnavailable,
             Self::Internal { .. } => ErrorCode::GeneralInternalError,
         }

@@ -1,5 +1,5 @@
 //! The checks outside request validation: a spec against a runtime's capabilities, renewal
-//! times, endpoint ports, metadata patches, runtime error bodies.
+//! times, endpoint ports, metadata patches, runtime error bodies (with `SANDBOX::CONFLICT`).
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly by design.
 
@@ -287,11 +287,30 @@ fn runtime_errors_map_to_codes_and_hide_internals() {
             RuntimeError::PodIpNotAvailable { id: id.clone() },
             ErrorCode::KubernetesPodIpNotAvailable,
         ),
+        (
+            RuntimeError::Conflict {
+                id: id.clone(),
+                detail: "resourceVersion changed on 5 attempts".into(),
+            },
+            ErrorCode::SandboxConflict,
+        ),
     ];
     for (err, code) in cases {
         assert_eq!(err.code(), code);
         assert_eq!(err.to_error_response().code, code.as_str());
     }
+    let conflict = RuntimeError::Conflict {
+        id: id.clone(),
+        detail: "resourceVersion changed on 5 attempts".into(),
+    };
+    assert_eq!(conflict.code().http_status(), 409);
+    let body = conflict.to_error_response();
+    assert_eq!(body.code, "SANDBOX::CONFLICT");
+    assert!(
+        body.message.contains("abc") && body.message.contains("retry"),
+        "{}",
+        body.message
+    );
     let internal = RuntimeError::Internal {
         context: "inspecting volume".into(),
         detail: "secret path /var/lib/x".into(),

@@ -1163,6 +1163,7 @@ fn every_code_core_can_produce_has_a_test() {
         SandboxEndpointNotAvailable,
         VolumePvcNotFound,
         RuntimeUnavailable,
+        SandboxConflict,
     ];
     // Produced only by a transport, a real engine or a cluster: tested in those crates.
     let outside_core = [
