@@ -1,8 +1,10 @@
-//! The expiry reaper (ARCHITECTURE.md, "Lifecycle"): deletes each sandbox within a second of its `expiresAt`. It
-//! asks the runtime what exists (so it survives restarts: expiries live in the runtime's state),
-//! sleeps until the next expiry or until woken by a create or renewal, and treats a sandbox that
-//! is already gone as done. Deleting goes through the runtime, which releases exactly what
-//! `deleteOnSandboxTermination` says.
+//! The expiry reaper (ARCHITECTURE.md, "Lifecycle"): deletes each sandbox within a second of its
+//! `expiresAt`. It asks the runtime what exists (so it survives restarts: expiries live in the
+//! runtime's state), sleeps until the next expiry or until woken by a create or renewal, and
+//! treats a sandbox that is already gone as done. Only a replica the runtime says leads reaps,
+//! and each delete is conditional on the expiry still having passed (`delete_if_expired`), so a
+//! stale leader cannot reap a sandbox that was just renewed. Deleting goes through the runtime,
+//! which releases exactly what `deleteOnSandboxTermination` says.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,9 +55,20 @@ pub fn sleep_until_next(records: &[SandboxRecord], now: DateTime<Utc>) -> Durati
         .map_or(MAX_SLEEP, |d| d.min(MAX_SLEEP))
 }
 
-/// Runs forever: reap what is due, sleep until the next expiry or a wake-up.
+/// How often a replica that does not lead asks again whether it does.
+const FOLLOWER_POLL: Duration = Duration::from_secs(5);
+
+/// Runs forever: reap what is due, sleep until the next expiry or a wake-up. A replica that
+/// does not lead (the runtime says so) reaps nothing and asks again every [`FOLLOWER_POLL`].
 pub async fn run(state: AppState, clock: Arc<dyn Clock>) {
     loop {
+        if !state.runtime.leads_reaping().await {
+            tokio::select! {
+                () = tokio::time::sleep(FOLLOWER_POLL) => {}
+                () = state.reaper_wakeup.notified() => {}
+            }
+            continue;
+        }
         let records = match state.runtime.list().await {
             Ok(records) => records,
             Err(e) => {
@@ -85,22 +98,19 @@ pub async fn run(state: AppState, clock: Arc<dyn Clock>) {
     }
 }
 
-/// Deletes one sandbox if, under its lock, it is still expired.
+/// Deletes one sandbox if it is still expired. The runtime decides that together with the
+/// delete (`delete_if_expired`), so a renewal that lands after the sandbox was found due — from
+/// a client of this server, or of another replica — wins.
 async fn reap(state: &AppState, id: &SandboxId, clock: &dyn Clock) {
+    // Serialised with this server's own calls on the sandbox.
     let _guard = state.locks.lock(id).await;
-    // Re-read under the lock: a renewal may have just moved the expiry.
-    match state.runtime.get(id).await {
-        Ok(r) if r.expires_at.is_some_and(|e| e <= clock.now()) => {}
-        Ok(_) | Err(RuntimeError::NotFound { .. }) => return,
-        Err(e) => {
-            tracing::warn!(sandbox = %id, error = %e, "reaper: cannot read sandbox");
-            return;
-        }
-    }
-    match state.runtime.delete(id).await {
-        Ok(()) => {
+    match state.runtime.delete_if_expired(id, clock.now()).await {
+        Ok(true) => {
             tracing::info!(sandbox = %id, "reaper: deleted expired sandbox");
             state.metrics.record_reaper(ReaperResult::Deleted);
+        }
+        Ok(false) => {
+            tracing::debug!(sandbox = %id, "reaper: renewed before it was deleted");
         }
         Err(RuntimeError::NotFound { .. }) => {
             state.metrics.record_reaper(ReaperResult::AlreadyGone);

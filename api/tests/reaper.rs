@@ -1,18 +1,24 @@
 //! The expiry reaper: with tokio's paused clock, a sandbox is deleted when (and not before) its
-//! expiry comes, a renewal moves that, and `deleteOnSandboxTermination` is honoured on expiry;
-//! with the real clock, a sandbox renewed to expire two seconds ahead is gone shortly after.
+//! expiry comes, a renewal moves that, and `deleteOnSandboxTermination` is honoured on expiry; a
+//! renewal that lands after the sandbox was found due still wins; a replica that does not lead
+//! reaps nothing; with the real clock, a sandbox renewed to expire two seconds ahead is gone
+//! shortly after.
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly by design.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use berth_api::reaper::{self, Clock};
 use berth_api::{AppState, router};
-use berth_core::model::{ClaimName, SandboxId};
-use berth_core::runtime::Runtime;
+use berth_core::model::{ClaimName, MetadataPatch, SandboxId, SandboxRecord};
+use berth_core::runtime::{
+    Capabilities, CreateSandbox, ListSelection, ListedPage, RenderedSandbox, Runtime, RuntimeError,
+};
 use berth_core::testkit::InMemoryRuntime;
 use berth_core::validate::StoragePolicy;
+use berth_core::wire;
 use chrono::{DateTime, Utc};
 use tower::ServiceExt;
 
@@ -154,6 +160,168 @@ async fn a_sandbox_renewed_to_two_seconds_ahead_is_gone_on_the_real_clock() {
     assert!(
         late < chrono::TimeDelta::seconds(1),
         "deleted {late} after expiry"
+    );
+    reaper.abort();
+}
+
+/// The in-memory runtime, where a renewal (as from another replica, outside this server's
+/// per-sandbox lock) lands just before the reaper's delete: after any read of the sandbox and
+/// before the delete acts.
+struct RenewedUnderTheReaper {
+    inner: Arc<InMemoryRuntime>,
+    renew_to: std::sync::Mutex<Option<DateTime<Utc>>>,
+}
+
+impl RenewedUnderTheReaper {
+    async fn renew_once(&self, id: &SandboxId) {
+        let to = self.renew_to.lock().unwrap().take();
+        if let Some(to) = to {
+            self.inner.renew(id, to).await.unwrap();
+        }
+    }
+}
+
+#[async_trait]
+impl Runtime for RenewedUnderTheReaper {
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    async fn ping(&self) -> Result<(), RuntimeError> {
+        self.inner.ping().await
+    }
+    async fn create(&self, r: CreateSandbox) -> Result<SandboxRecord, RuntimeError> {
+        self.inner.create(r).await
+    }
+    async fn get(&self, id: &SandboxId) -> Result<SandboxRecord, RuntimeError> {
+        let record = self.inner.get(id).await;
+        self.renew_once(id).await;
+        record
+    }
+    async fn list(&self) -> Result<Vec<SandboxRecord>, RuntimeError> {
+        self.inner.list().await
+    }
+    async fn list_page(&self, s: &ListSelection) -> Result<ListedPage, RuntimeError> {
+        self.inner.list_page(s).await
+    }
+    async fn delete(&self, id: &SandboxId) -> Result<(), RuntimeError> {
+        self.renew_once(id).await;
+        self.inner.delete(id).await
+    }
+    async fn delete_if_expired(
+        &self,
+        id: &SandboxId,
+        now: DateTime<Utc>,
+    ) -> Result<bool, RuntimeError> {
+        self.renew_once(id).await;
+        self.inner.delete_if_expired(id, now).await
+    }
+    async fn pause(&self, id: &SandboxId) -> Result<(), RuntimeError> {
+        self.inner.pause(id).await
+    }
+    async fn resume(&self, id: &SandboxId) -> Result<(), RuntimeError> {
+        self.inner.resume(id).await
+    }
+    async fn renew(
+        &self,
+        id: &SandboxId,
+        at: DateTime<Utc>,
+    ) -> Result<DateTime<Utc>, RuntimeError> {
+        self.inner.renew(id, at).await
+    }
+    async fn patch_metadata(
+        &self,
+        id: &SandboxId,
+        p: &MetadataPatch,
+    ) -> Result<SandboxRecord, RuntimeError> {
+        self.inner.patch_metadata(id, p).await
+    }
+    async fn endpoint(&self, id: &SandboxId, port: u16) -> Result<wire::Endpoint, RuntimeError> {
+        self.inner.endpoint(id, port).await
+    }
+    async fn render(&self, r: &CreateSandbox) -> Result<RenderedSandbox, RuntimeError> {
+        self.inner.render(r).await
+    }
+}
+
+/// The reaper finds a sandbox due; before its delete acts, a renewal lands (outside this
+/// server's lock, as another replica's would). The sandbox must survive: the delete is
+/// conditional on the expiry, not on what the reaper read earlier.
+#[tokio::test(start_paused = true)]
+async fn a_renewal_landing_between_due_and_delete_wins() {
+    let inner = Arc::new(InMemoryRuntime::new());
+    inner.add_image("img");
+    let clock: Arc<dyn Clock> = Arc::new(TokioClock {
+        base: Utc::now(),
+        start: tokio::time::Instant::now(),
+    });
+    let runtime = Arc::new(RenewedUnderTheReaper {
+        inner: inner.clone(),
+        renew_to: std::sync::Mutex::new(None),
+    });
+    let mut state = AppState::new(runtime.clone(), StoragePolicy::default());
+    state.clock = clock.clone();
+    let app = router(state.clone());
+    let reaper = tokio::spawn(reaper::run(state.clone(), clock.clone()));
+    let body = serde_json::json!({"image": {"uri": "img"}, "entrypoint": ["sh"], "resourceLimits": {}, "timeout": 60});
+    let id = SandboxId::new(
+        post(&app, "/v1/sandboxes", body).await["id"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let renewed_to = clock.now() + chrono::TimeDelta::seconds(3600);
+    *runtime.renew_to.lock().unwrap() = Some(renewed_to);
+
+    tokio::time::sleep(Duration::from_secs(90)).await;
+    assert!(
+        runtime.renew_to.lock().unwrap().is_none(),
+        "the reaper never came for the sandbox"
+    );
+    let survivor = inner.get(&id).await;
+    assert!(
+        survivor.is_ok(),
+        "a sandbox renewed before the delete acted was reaped"
+    );
+    assert_eq!(survivor.unwrap().expires_at, Some(renewed_to));
+    assert_eq!(
+        state
+            .metrics
+            .reaper_count(berth_api::metrics::ReaperResult::Deleted),
+        0
+    );
+    reaper.abort();
+}
+
+/// A replica whose runtime says it does not lead reaps nothing; once it leads, it reaps.
+#[tokio::test(start_paused = true)]
+async fn only_the_leader_reaps() {
+    let runtime = Arc::new(InMemoryRuntime::new());
+    runtime.add_image("img");
+    runtime.set_leads_reaping(false);
+    let clock: Arc<dyn Clock> = Arc::new(TokioClock {
+        base: Utc::now(),
+        start: tokio::time::Instant::now(),
+    });
+    let state = state(runtime.clone(), clock.clone());
+    let app = router(state.clone());
+    let reaper = tokio::spawn(reaper::run(state.clone(), clock.clone()));
+    let body = serde_json::json!({"image": {"uri": "img"}, "entrypoint": ["sh"], "resourceLimits": {}, "timeout": 60});
+    let id = SandboxId::new(
+        post(&app, "/v1/sandboxes", body).await["id"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    assert!(
+        runtime.get(&id).await.is_ok(),
+        "a replica that does not lead reaped"
+    );
+    runtime.set_leads_reaping(true);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert!(
+        runtime.get(&id).await.is_err(),
+        "the leader did not reap an expired sandbox"
     );
     reaper.abort();
 }

@@ -811,6 +811,14 @@ impl Runtime for Faulty {
         pass(self.delete_gate.as_ref()).await;
         self.inner.delete(id).await
     }
+    async fn delete_if_expired(
+        &self,
+        id: &SandboxId,
+        now: DateTime<Utc>,
+    ) -> Result<bool, RuntimeError> {
+        pass(self.delete_gate.as_ref()).await;
+        self.inner.delete_if_expired(id, now).await
+    }
     async fn pause(&self, id: &SandboxId) -> Result<(), RuntimeError> {
         self.inner.pause(id).await
     }

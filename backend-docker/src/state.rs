@@ -8,7 +8,7 @@
 //! the container index. Readers (get, list) answer from here alone ("Reads never call the
 //! engine").
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::RwLock;
 
 use berth_core::list_index::ListIndex;
@@ -25,6 +25,19 @@ pub struct RuntimeState {
     views: HashMap<String, ContainerView>,
     /// Every record, under the state its phase and container give it.
     listing: ListIndex,
+    /// Sandboxes the reaper found expired and is deleting: a renewal no longer applies to them.
+    reaping: HashSet<String>,
+}
+
+/// What [`RuntimeState::claim_expired`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExpiryClaim {
+    /// No such record (or the reaper already has it).
+    Missing,
+    /// It has not expired (or has no expiry): leave it.
+    NotExpired,
+    /// Expired, and now the reaper's to delete: renewals find it gone.
+    Claimed(Box<StoredSandbox>),
 }
 
 /// The state a sandbox is in, from its create progress and its container's status.
@@ -86,6 +99,38 @@ impl RuntimeState {
     pub(crate) fn remove_record(&mut self, id: &str) {
         self.records.remove(id);
         self.listing.remove(id);
+        self.reaping.remove(id);
+    }
+
+    /// Whether the reaper is deleting this sandbox.
+    pub fn is_being_reaped(&self, id: &str) -> bool {
+        self.reaping.contains(id)
+    }
+
+    /// If the record's expiry is at or before `now`, hands it to the reaper (renewals then find
+    /// it gone). The store runs this on its writer, in order with its commits, so a renewal is
+    /// wholly before it (and wins) or wholly after it.
+    pub(crate) fn claim_expired(
+        &mut self,
+        id: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> ExpiryClaim {
+        if self.reaping.contains(id) {
+            return ExpiryClaim::Missing;
+        }
+        match self.records.get(id) {
+            None => ExpiryClaim::Missing,
+            Some(r) if r.expires_at.is_some_and(|e| e <= now) => {
+                self.reaping.insert(id.to_owned());
+                ExpiryClaim::Claimed(Box::new(r.clone()))
+            }
+            Some(_) => ExpiryClaim::NotExpired,
+        }
+    }
+
+    /// Gives a claimed sandbox back (its delete failed: a later pass or a renewal may act).
+    pub(crate) fn release_claim(&mut self, id: &str) {
+        self.reaping.remove(id);
     }
 
     fn status(&self, id: &str) -> Option<ContainerStatus> {

@@ -365,6 +365,59 @@ impl Store {
         .await
     }
 
+    /// Sets a record's expiry; `false` when there is no such record or the reaper is deleting
+    /// it. Read, written and mirrored on the writer, in order with [`Store::claim_expired`].
+    pub async fn set_expiry(
+        &self,
+        id: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.run(move |writer| {
+            let current = writer.state.read(|state| {
+                state
+                    .record(&id)
+                    .filter(|_| !state.is_being_reaped(&id))
+                    .cloned()
+            });
+            let Some(mut sandbox) = current else {
+                return Ok(false);
+            };
+            sandbox.expires_at = Some(expires_at);
+            let bytes = serde_json::to_vec(&sandbox).map_err(|source| StoreError::Decode {
+                key: sandbox.id.clone(),
+                source,
+            })?;
+            writer.write(|tx| {
+                tx.open_table(SANDBOXES)?
+                    .insert(sandbox.id.as_str(), bytes.as_slice())?;
+                Ok(())
+            })?;
+            writer.state.write(|state| state.put_record(sandbox));
+            Ok(true)
+        })
+        .await
+    }
+
+    /// Hands the record to the reaper if its expiry is at or before `now` (see
+    /// [`crate::state::RuntimeState::claim_expired`]). On the writer, so a renewal's commit is
+    /// wholly before or after it. Nothing is written to disk: a crash forgets the claim, and the
+    /// next start's reaper finds the sandbox expired again.
+    pub async fn claim_expired(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<crate::state::ExpiryClaim, StoreError> {
+        let id = id.to_owned();
+        self.run(move |writer| Ok(writer.state.write(|state| state.claim_expired(&id, now))))
+            .await
+    }
+
+    /// Gives a claimed record back (its delete failed).
+    pub fn release_claim(&self, id: &str) {
+        self.state.write(|state| state.release_claim(id));
+    }
+
     /// Removes a sandbox record (absent is fine).
     pub async fn remove(&self, id: &str) -> Result<(), StoreError> {
         let id = id.to_owned();

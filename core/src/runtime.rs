@@ -395,6 +395,24 @@ pub trait Runtime: Send + Sync {
     /// Stops and removes a sandbox, releasing what `deleteOnSandboxTermination` says.
     async fn delete(&self, id: &SandboxId) -> Result<(), RuntimeError>;
 
+    /// Deletes a sandbox only if its expiry is at or before `now`, as one decision with the
+    /// delete: a renewal that lands first (from this server or another replica) wins, and the
+    /// sandbox stays. `Ok(true)` when it was deleted, `Ok(false)` when it has not expired (or
+    /// has no expiry). Docker checks under its one state owner; a cluster runtime deletes with
+    /// a `resourceVersion` precondition.
+    async fn delete_if_expired(
+        &self,
+        id: &SandboxId,
+        now: DateTime<Utc>,
+    ) -> Result<bool, RuntimeError>;
+
+    /// Whether this replica should reap expired sandboxes now. Several servers may share one
+    /// cluster and exactly one leads (a cluster runtime holds a lease); a runtime only one
+    /// server uses always leads.
+    async fn leads_reaping(&self) -> bool {
+        true
+    }
+
     /// Pauses a running sandbox ([`RuntimeError::InvalidState`] otherwise).
     async fn pause(&self, id: &SandboxId) -> Result<(), RuntimeError>;
 

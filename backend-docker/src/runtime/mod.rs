@@ -32,7 +32,7 @@ use crate::index::{ContainerIndex, ContainerStatus, IndexTasks};
 use crate::render::container_name;
 use crate::safe_path::TrustedRoot;
 use crate::safe_path::staging::StagingArea;
-use crate::state::SharedState;
+use crate::state::{ExpiryClaim, SharedState};
 use crate::store::{Store, StoreError, StoredSandbox};
 
 pub use startup::StartupError;
@@ -237,6 +237,17 @@ fn record_with(
 }
 
 impl DockerRuntime {
+    /// Removes the container and releases everything the record names.
+    async fn delete_stored(
+        &self,
+        id: &SandboxId,
+        stored: &StoredSandbox,
+    ) -> Result<(), RuntimeError> {
+        self.remove_container(id).await?;
+        self.index.remove(id.as_str());
+        self.release_everything(stored).await
+    }
+
     async fn remove_container(&self, id: &SandboxId) -> Result<(), RuntimeError> {
         let options = RemoveContainerOptions {
             force: true,
@@ -324,9 +335,33 @@ impl Runtime for DockerRuntime {
 
     async fn delete(&self, id: &SandboxId) -> Result<(), RuntimeError> {
         let stored = self.stored(id)?;
-        self.remove_container(id).await?;
-        self.index.remove(id.as_str());
-        self.release_everything(&stored).await
+        self.delete_stored(id, &stored).await
+    }
+
+    /// The expiry check and the claim happen on the store's writer, in order with renewals'
+    /// commits: a renewal committed first wins; one arriving after finds the sandbox gone.
+    async fn delete_if_expired(
+        &self,
+        id: &SandboxId,
+        now: DateTime<Utc>,
+    ) -> Result<bool, RuntimeError> {
+        let stored = match self
+            .store
+            .claim_expired(id.as_str(), now)
+            .await
+            .map_err(store_error)?
+        {
+            ExpiryClaim::Missing => return Err(RuntimeError::NotFound { id: id.to_string() }),
+            ExpiryClaim::NotExpired => return Ok(false),
+            ExpiryClaim::Claimed(stored) => stored,
+        };
+        match self.delete_stored(id, &stored).await {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                self.store.release_claim(id.as_str());
+                Err(e)
+            }
+        }
     }
 
     async fn pause(&self, id: &SandboxId) -> Result<(), RuntimeError> {
@@ -354,10 +389,17 @@ impl Runtime for DockerRuntime {
         id: &SandboxId,
         expires_at: DateTime<Utc>,
     ) -> Result<DateTime<Utc>, RuntimeError> {
-        let mut stored = self.stored(id)?;
-        stored.expires_at = Some(expires_at);
-        self.store.put(&stored).await.map_err(store_error)?;
-        Ok(expires_at)
+        // Read and written on the store's writer: never over a reaper's claim.
+        if self
+            .store
+            .set_expiry(id.as_str(), expires_at)
+            .await
+            .map_err(store_error)?
+        {
+            Ok(expires_at)
+        } else {
+            Err(RuntimeError::NotFound { id: id.to_string() })
+        }
     }
 
     async fn patch_metadata(

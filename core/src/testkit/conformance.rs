@@ -120,6 +120,7 @@ pub async fn run(target: &ConformanceTarget) -> ConformanceReport {
     check!(expiry_follows_timeout);
     check!(metadata_patch);
     check!(renew);
+    check!(delete_if_expired);
     check!(pause_resume);
     check!(delete);
     check!(unknown_id);
@@ -470,6 +471,42 @@ async fn renew(ctx: &mut Context<'_>) -> CheckResult {
     Ok(Outcome::Passed)
 }
 
+async fn delete_if_expired(ctx: &mut Context<'_>) -> CheckResult {
+    let mut request = ctx.request();
+    request.timeout = Some(3600);
+    let created = ctx.create_ok(request).await?;
+    let id = created.id.clone();
+    let rt = ctx.runtime();
+    let now = Utc::now();
+    let reaped = rt
+        .delete_if_expired(&id, now)
+        .await
+        .map_err(|e| format!("delete_if_expired before expiry: {e}"))?;
+    ensure!(!reaped, "a sandbox an hour from its expiry was reaped");
+    // Renewed into the past (as the clock passing would): now it is due.
+    let past =
+        chrono::DateTime::from_timestamp(now.timestamp() - 60, 0).ok_or("clock out of range")?;
+    rt.renew(&id, past)
+        .await
+        .map_err(|e| format!("renew: {e}"))?;
+    let reaped = rt
+        .delete_if_expired(&id, now)
+        .await
+        .map_err(|e| format!("delete_if_expired after expiry: {e}"))?;
+    ensure!(reaped, "an expired sandbox was not reaped");
+    expect_code(
+        rt.get(&id).await,
+        ErrorCode::SandboxNotFound,
+        "get after an expired delete",
+    )?;
+    expect_code(
+        rt.delete_if_expired(&id, now).await,
+        ErrorCode::SandboxNotFound,
+        "delete_if_expired of a deleted sandbox",
+    )?;
+    Ok(Outcome::Passed)
+}
+
 async fn pause_resume(ctx: &mut Context<'_>) -> CheckResult {
     if !ctx.runtime().capabilities().pause {
         return Ok(Outcome::Skipped(
@@ -545,6 +582,11 @@ async fn unknown_id(ctx: &mut Context<'_>) -> CheckResult {
     let not_found = ErrorCode::SandboxNotFound;
     expect_code(rt.get(&id).await, not_found, "get")?;
     expect_code(rt.delete(&id).await, not_found, "delete")?;
+    expect_code(
+        rt.delete_if_expired(&id, Utc::now()).await,
+        not_found,
+        "delete_if_expired",
+    )?;
     expect_code(rt.pause(&id).await, not_found, "pause")?;
     expect_code(rt.resume(&id).await, not_found, "resume")?;
     expect_code(

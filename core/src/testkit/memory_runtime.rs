@@ -3,6 +3,7 @@
 //! suite), and lets tests force failures: an unreachable engine, an exited or OOM-killed sandbox.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
@@ -24,6 +25,8 @@ use crate::wire;
 pub struct InMemoryRuntime {
     state: Mutex<State>,
     capabilities: Capabilities,
+    /// What `leads_reaping` answers (a test plays a replica that is not the leader).
+    leads_reaping: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -73,7 +76,14 @@ impl InMemoryRuntime {
                 reserved_mount_paths: Vec::new(),
                 details: BTreeMap::new(),
             },
+            leads_reaping: AtomicBool::new(true),
         }
+    }
+
+    /// Makes this runtime answer `leads_reaping` with `leads` (a replica that is, or is not,
+    /// the leader).
+    pub fn set_leads_reaping(&self, leads: bool) {
+        self.leads_reaping.store(leads, Ordering::Relaxed);
     }
 
     /// Replaces the capabilities reported (to test the API's capability checks).
@@ -215,6 +225,25 @@ impl InMemoryRuntime {
         }
     }
 
+    /// Removes a sandbox and releases the claims it was the last user of.
+    fn remove(state: &mut State, id: &SandboxId) {
+        state.sandboxes.remove(id);
+        for claim in state.claims.values_mut() {
+            if claim.delete_with.as_ref() == Some(id) {
+                claim.delete_when_unused = true;
+            }
+        }
+        // A claim is removed only when no live sandbox uses it, whoever created it.
+        let in_use: BTreeSet<ClaimName> = state
+            .sandboxes
+            .values()
+            .flat_map(|e| e.claims_used.iter().cloned())
+            .collect();
+        state
+            .claims
+            .retain(|name, claim| !claim.delete_when_unused || in_use.contains(name));
+    }
+
     /// Runs `f` on an existing sandbox, after the availability check.
     fn with_entry<T>(
         &self,
@@ -299,22 +328,32 @@ impl Runtime for InMemoryRuntime {
     async fn delete(&self, id: &SandboxId) -> Result<(), RuntimeError> {
         let mut state = self.lock();
         Self::available(&state)?;
-        state.sandboxes.remove(id).ok_or_else(|| not_found(id))?;
-        for claim in state.claims.values_mut() {
-            if claim.delete_with.as_ref() == Some(id) {
-                claim.delete_when_unused = true;
-            }
+        if !state.sandboxes.contains_key(id) {
+            return Err(not_found(id));
         }
-        // A claim is removed only when no live sandbox uses it, whoever created it.
-        let in_use: BTreeSet<ClaimName> = state
-            .sandboxes
-            .values()
-            .flat_map(|e| e.claims_used.iter().cloned())
-            .collect();
-        state
-            .claims
-            .retain(|name, claim| !claim.delete_when_unused || in_use.contains(name));
+        Self::remove(&mut state, id);
         Ok(())
+    }
+
+    async fn delete_if_expired(
+        &self,
+        id: &SandboxId,
+        now: DateTime<Utc>,
+    ) -> Result<bool, RuntimeError> {
+        let mut state = self.lock();
+        Self::available(&state)?;
+        let entry = state.sandboxes.get(id).ok_or_else(|| not_found(id))?;
+        // Checked and deleted under the one lock: a renewal is either before (and wins) or
+        // finds the sandbox gone.
+        if entry.record.expires_at.is_none_or(|e| e > now) {
+            return Ok(false);
+        }
+        Self::remove(&mut state, id);
+        Ok(true)
+    }
+
+    async fn leads_reaping(&self) -> bool {
+        self.leads_reaping.load(Ordering::Relaxed)
     }
 
     async fn pause(&self, id: &SandboxId) -> Result<(), RuntimeError> {
