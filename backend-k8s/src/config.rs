@@ -12,6 +12,9 @@ use k8s_openapi::api::core::v1::Pod;
 pub struct KubernetesConfig {
     /// Namespace of every sandbox Pod, claim and Secret (`kubernetes.namespace`).
     pub namespace: String,
+    /// The kubeconfig file (`kubernetes.kubeconfig`); without one, the in-cluster
+    /// configuration or the usual `KUBECONFIG` lookup.
+    pub kubeconfig: Option<std::path::PathBuf>,
     /// The operator's Pod template (`kubernetes.pod_template_file`): its values hold unless the
     /// request sets them; Berth's volumes and mounts are appended to its own.
     pub pod_template: Option<Pod>,
@@ -41,6 +44,7 @@ impl KubernetesConfig {
     pub fn new(namespace: &str) -> Self {
         Self {
             namespace: namespace.to_owned(),
+            kubeconfig: None,
             pod_template: None,
             image_pull_policy: None,
             runtime_class_name: None,

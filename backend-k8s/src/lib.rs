@@ -11,6 +11,7 @@ pub mod leadership;
 pub mod pod_state;
 pub mod pod_status;
 pub mod render;
+pub mod runtime;
 pub mod sandbox_table;
 
 pub use berth_core::runtime::Runtime;

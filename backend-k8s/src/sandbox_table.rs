@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::Pod;
 
 use crate::pod_state::{PodState, PodStateError};
-use crate::pod_status::sandbox_status;
+use crate::pod_status::{StartProgress, sandbox_status, start_progress};
 use crate::render::LABEL_ID;
 
 /// One sandbox as the table holds it.
@@ -27,6 +27,10 @@ pub struct Entry {
     pub resource_version: Option<String>,
     /// The Pod's IP, once it has one.
     pub pod_ip: Option<String>,
+    /// How its start is going (what a create waiting for it acts on).
+    pub start: StartProgress,
+    /// The Pod's uid (owner references of the Secrets and claims made for it).
+    pub pod_uid: Option<String>,
 }
 
 /// Why a Pod could not be read into a sandbox (the Pod is then left out, and logged).
@@ -91,6 +95,8 @@ pub fn entry_of(pod: &Pod) -> Result<Entry, UnreadablePod> {
             .as_ref()
             .and_then(|s| s.pod_ip.clone())
             .filter(|ip| !ip.is_empty()),
+        start: start_progress(pod),
+        pod_uid: pod.metadata.uid.clone(),
     })
 }
 

@@ -1,0 +1,757 @@
+//! `KubernetesRuntime`: the `Runtime` over the Kubernetes API, one plain Pod per sandbox.
+//!
+//! Reads come from the sandbox table, fed by a Pod watch (kube-runtime's `watcher`, which
+//! re-lists and reconnects with backoff); they wait for the first full listing, so after a
+//! restart a live sandbox is never a 404. Writes to a Pod are merge patches carrying the
+//! `resourceVersion` they were decided on; a conflict re-reads and retries a bounded number of
+//! times. A create subscribes to the table's changes before it posts the Pod, then waits for
+//! Running up to `kubernetes.start_timeout_seconds`; a start that cannot succeed (a missing
+//! image, a configuration the kubelet refuses) fails at once, and everything made for it goes.
+//!
+//! Not wired into the server yet: leadership, the sweep of objects whose Pod never appeared,
+//! ownership of shared claims and the conformance run on a real cluster are still to come.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, RwLock};
+
+use async_trait::async_trait;
+use berth_core::ErrorCode;
+use berth_core::model::{MetadataPatch, SandboxId, SandboxRecord, VolumeSource};
+use berth_core::runtime::{
+    Capabilities, CreateSandbox, ListSelection, ListedPage, RenderedSandbox, Runtime, RuntimeError,
+};
+use berth_core::validate::{Violation, Violations};
+use berth_core::wire;
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher;
+
+use crate::config::KubernetesConfig;
+use crate::pod_state::{PodState, STATE_ANNOTATION};
+use crate::pod_status::{StartFailure, StartProgress};
+use crate::render::{LABEL_MANAGED_BY, MANAGED_BY, PodPlan, pod_name, render};
+use crate::sandbox_table::SandboxTable;
+
+/// How many times a write re-reads and retries after a `resourceVersion` conflict.
+const CONFLICT_RETRIES: usize = 3;
+
+/// The Kubernetes runtime.
+pub struct KubernetesRuntime {
+    config: KubernetesConfig,
+    pods: Api<Pod>,
+    secrets: Api<Secret>,
+    claims: Api<PersistentVolumeClaim>,
+    table: Arc<RwLock<SandboxTable>>,
+    /// Ids whose Pod the watch just reported; creates wait on it.
+    changes: tokio::sync::broadcast::Sender<String>,
+    /// True once the watch's first full listing is in the table.
+    synced: tokio::sync::watch::Receiver<bool>,
+    watch: tokio::task::JoinHandle<()>,
+    capabilities: Capabilities,
+}
+
+impl std::fmt::Debug for KubernetesRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubernetesRuntime")
+            .field("namespace", &self.config.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for KubernetesRuntime {
+    fn drop(&mut self) {
+        self.watch.abort();
+    }
+}
+
+fn api_error(context: &str) -> impl FnOnce(kube::Error) -> RuntimeError + '_ {
+    move |e| match e {
+        kube::Error::Api(status) => RuntimeError::Internal {
+            context: context.to_owned(),
+            detail: format!("API server answered {}: {}", status.code, status.message),
+        },
+        other => RuntimeError::Unavailable {
+            detail: format!("{context}: {other}"),
+        },
+    }
+}
+
+fn is_status(e: &kube::Error, code: u16) -> bool {
+    matches!(e, kube::Error::Api(status) if status.code == code)
+}
+
+fn rejected(field: String, code: ErrorCode, message: String) -> RuntimeError {
+    RuntimeError::Rejected(Violations::one(Violation::new(field, code, message)))
+}
+
+/// Why the runtime cannot start; each names what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The kubeconfig cannot be read or used.
+    #[error("kubernetes.kubeconfig {path}: {detail}")]
+    Kubeconfig {
+        /// The file, or `(in-cluster / KUBECONFIG)`.
+        path: String,
+        /// What failed.
+        detail: String,
+    },
+    /// The API server does not answer.
+    #[error("the Kubernetes API server does not answer: {0}")]
+    Unreachable(String),
+}
+
+impl KubernetesRuntime {
+    /// Connects with `config.kubeconfig` (or the in-cluster configuration), asks the API
+    /// server's version, and starts the runtime.
+    pub async fn connect(config: KubernetesConfig) -> Result<Self, StartupError> {
+        let shown = config.kubeconfig.as_ref().map_or_else(
+            || "(in-cluster / KUBECONFIG)".to_owned(),
+            |p| p.display().to_string(),
+        );
+        let fail = |detail: String| StartupError::Kubeconfig {
+            path: shown.clone(),
+            detail,
+        };
+        let client_config = match &config.kubeconfig {
+            Some(path) => {
+                let kubeconfig =
+                    kube::config::Kubeconfig::read_from(path).map_err(|e| fail(e.to_string()))?;
+                kube::Config::from_custom_kubeconfig(
+                    kubeconfig,
+                    &kube::config::KubeConfigOptions::default(),
+                )
+                .await
+                .map_err(|e| fail(e.to_string()))?
+            }
+            None => kube::Config::infer()
+                .await
+                .map_err(|e| fail(e.to_string()))?,
+        };
+        let client = kube::Client::try_from(client_config).map_err(|e| fail(e.to_string()))?;
+        let version = client
+            .apiserver_version()
+            .await
+            .map_err(|e| StartupError::Unreachable(e.to_string()))?;
+        let capabilities = capabilities(&version.git_version);
+        Ok(Self::start(client, config, capabilities))
+    }
+
+    /// Starts the runtime on `client` with `capabilities`: the Pod watch of `config.namespace` begins at once;
+    /// reads wait for its first full listing.
+    pub fn start(
+        client: kube::Client,
+        config: KubernetesConfig,
+        capabilities: Capabilities,
+    ) -> Self {
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &config.namespace);
+        let table = Arc::new(RwLock::new(SandboxTable::default()));
+        let (changes, _) = tokio::sync::broadcast::channel(1024);
+        let (synced_tx, synced) = tokio::sync::watch::channel(false);
+        let watch = tokio::spawn(watch_pods(
+            pods.clone(),
+            Arc::clone(&table),
+            changes.clone(),
+            synced_tx,
+        ));
+        Self {
+            secrets: Api::namespaced(client.clone(), &config.namespace),
+            claims: Api::namespaced(client, &config.namespace),
+            pods,
+            config,
+            table,
+            changes,
+            synced,
+            watch,
+            capabilities,
+        }
+    }
+
+    /// Waits until the table holds the watch's first full listing.
+    async fn wait_synced(&self) -> Result<(), RuntimeError> {
+        let mut synced = self.synced.clone();
+        synced
+            .wait_for(|s| *s)
+            .await
+            .map(|_| ())
+            .map_err(|_| RuntimeError::Unavailable {
+                detail: "the Pod watch stopped".into(),
+            })
+    }
+
+    fn read<R>(&self, f: impl FnOnce(&SandboxTable) -> R) -> R {
+        f(&self
+            .table
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// Which claims of `request` must be created; a missing claim that may not be, or a claim
+    /// being deleted, is refused (all of them at once).
+    async fn plan_claims(&self, request: &CreateSandbox) -> Result<BTreeSet<String>, RuntimeError> {
+        let mut to_create = BTreeSet::new();
+        let mut violations = Vec::new();
+        for (i, volume) in request.spec.volumes.iter().enumerate() {
+            let VolumeSource::Pvc(pvc) = &volume.source else {
+                continue;
+            };
+            let name = pvc.claim_name.to_string();
+            match self
+                .claims
+                .get_opt(&name)
+                .await
+                .map_err(api_error("reading claim"))?
+            {
+                Some(claim) if claim.metadata.deletion_timestamp.is_some() => {
+                    return Err(RuntimeError::Conflict {
+                        id: request.id.clone(),
+                        detail: format!(
+                            "volumes[{i}].pvc.claimName: claim {name:?} is being deleted; wait until it is gone or use another"
+                        ),
+                    });
+                }
+                Some(_) => {}
+                None if pvc.create_if_not_exists => {
+                    to_create.insert(name);
+                }
+                None => violations.push(Violation::new(
+                    format!("volumes[{i}].pvc.claimName"),
+                    ErrorCode::VolumePvcNotFound,
+                    format!(
+                        "claim {name:?} does not exist in namespace {} and createIfNotExists is false",
+                        self.config.namespace
+                    ),
+                )),
+            }
+        }
+        Violations::from_vec(violations).map_or(Ok(to_create), |v| Err(RuntimeError::Rejected(v)))
+    }
+
+    /// Removes a Pod that will not start, and what was made for it.
+    async fn roll_back(&self, id: &SandboxId, secrets: &[String], claims: &[String]) {
+        let now = DeleteParams {
+            grace_period_seconds: Some(0),
+            ..DeleteParams::default()
+        };
+        if let Err(e) = self.pods.delete(&pod_name(id), &now).await
+            && !is_status(&e, 404)
+        {
+            tracing::error!(sandbox = %id, error = %e, "rollback: deleting the Pod failed");
+        }
+        for name in secrets {
+            if let Err(e) = self.secrets.delete(name, &DeleteParams::default()).await
+                && !is_status(&e, 404)
+            {
+                tracing::error!(sandbox = %id, secret = %name, error = %e, "rollback: deleting a Secret failed");
+            }
+        }
+        for name in claims {
+            if let Err(e) = self.claims.delete(name, &DeleteParams::default()).await
+                && !is_status(&e, 404)
+            {
+                tracing::error!(sandbox = %id, claim = %name, error = %e, "rollback: deleting a claim failed");
+            }
+        }
+    }
+
+    /// Makes every Secret owned by the Pod, so the garbage collector removes them with it.
+    async fn own_secrets(&self, names: &[String], pod: &Pod) -> Result<(), RuntimeError> {
+        let owner = OwnerReference {
+            api_version: "v1".into(),
+            kind: "Pod".into(),
+            name: pod.metadata.name.clone().unwrap_or_default(),
+            uid: pod.metadata.uid.clone().unwrap_or_default(),
+            controller: None,
+            block_owner_deletion: None,
+        };
+        for name in names {
+            let patch = serde_json::json!({"metadata": {"ownerReferences": [owner]}});
+            self.secrets
+                .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(api_error("making a Secret owned by its Pod"))?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the Pod of `id` to run, fail, or pass the start deadline.
+    async fn wait_running(
+        &self,
+        id: &SandboxId,
+        mut changes: tokio::sync::broadcast::Receiver<String>,
+    ) -> Result<SandboxRecord, RuntimeError> {
+        let deadline = tokio::time::Instant::now() + self.config.start_timeout;
+        loop {
+            let seen = self.read(|t| {
+                t.get(id.as_str())
+                    .map(|e| (e.start.clone(), e.record.clone()))
+            });
+            match seen {
+                Some((StartProgress::Running, record)) => return Ok(record),
+                Some((StartProgress::Failed(failure), record)) => {
+                    return Err(match failure {
+                        StartFailure::Image { detail } => RuntimeError::ImageNotFound {
+                            image: record.image,
+                            detail,
+                        },
+                        StartFailure::ContainerConfig { detail } => rejected(
+                            "volumes".into(),
+                            ErrorCode::SandboxInvalidParameter,
+                            format!("the kubelet refused the sandbox's container: {detail}"),
+                        ),
+                        StartFailure::Ended { detail } => rejected(
+                            "entrypoint".into(),
+                            ErrorCode::SandboxInvalidParameter,
+                            format!("the sandbox stopped while starting: {detail}"),
+                        ),
+                    });
+                }
+                _ => {}
+            }
+            let waited = tokio::time::timeout_at(deadline, async {
+                loop {
+                    match changes.recv().await {
+                        Ok(changed) if changed == id.as_str() => return true,
+                        Ok(_) => {}
+                        // Missed some changes: look at the table again.
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return true,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return false,
+                    }
+                }
+            })
+            .await;
+            match waited {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(RuntimeError::Unavailable {
+                        detail: "the Pod watch stopped while a create waited".into(),
+                    });
+                }
+                Err(_) => {
+                    let why = seen
+                        .and_then(|(start, _)| match start {
+                            StartProgress::Starting { message } => message,
+                            _ => None,
+                        })
+                        .unwrap_or_else(|| "the Pod did not start".into());
+                    return Err(RuntimeError::Unavailable {
+                        detail: format!(
+                            "sandbox {id} did not run within kubernetes.start_timeout_seconds ({} s): {why}",
+                            self.config.start_timeout.as_secs()
+                        ),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Changes the state on the Pod of `id` with `change`, as a merge patch carrying the
+    /// `resourceVersion` it was read at; a conflict re-reads and retries.
+    async fn patch_state(
+        &self,
+        id: &SandboxId,
+        change: impl Fn(&mut PodState) -> Result<(), RuntimeError>,
+    ) -> Result<Pod, RuntimeError> {
+        let name = pod_name(id);
+        for _ in 0..=CONFLICT_RETRIES {
+            let pod = self
+                .pods
+                .get_opt(&name)
+                .await
+                .map_err(api_error("reading the Pod"))?
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .ok_or_else(|| RuntimeError::NotFound { id: id.to_string() })?;
+            let mut state =
+                PodState::from_annotations(pod.metadata.annotations.as_ref()).map_err(|e| {
+                    RuntimeError::Internal {
+                        context: format!("reading the state of sandbox {id}"),
+                        detail: e.to_string(),
+                    }
+                })?;
+            change(&mut state)?;
+            let patch = serde_json::json!({"metadata": {
+                "resourceVersion": pod.metadata.resource_version,
+                "annotations": {STATE_ANNOTATION: state.to_annotation()},
+            }});
+            match self
+                .pods
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(patched) => {
+                    self.apply_own_write(&patched);
+                    return Ok(patched);
+                }
+                Err(e) if is_status(&e, 409) => continue,
+                Err(e) if is_status(&e, 404) => {
+                    return Err(RuntimeError::NotFound { id: id.to_string() });
+                }
+                Err(e) => return Err(api_error("patching the Pod")(e)),
+            }
+        }
+        Err(RuntimeError::Conflict {
+            id: id.clone(),
+            detail: format!("the Pod changed under {CONFLICT_RETRIES} retries; try again"),
+        })
+    }
+
+    /// Read-your-writes: Berth's own change is in the table before the watch reports it.
+    fn apply_own_write(&self, pod: &Pod) {
+        let mut table = self
+            .table
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Err(e) = table.apply(pod) {
+            tracing::warn!(error = %e, "a Pod Berth just wrote does not read back");
+        }
+    }
+}
+
+/// Feeds the table from the Pod watch (Berth's Pods only), forever; reconnects with backoff.
+async fn watch_pods(
+    pods: Api<Pod>,
+    table: Arc<RwLock<SandboxTable>>,
+    changes: tokio::sync::broadcast::Sender<String>,
+    synced: tokio::sync::watch::Sender<bool>,
+) {
+    let config = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
+    let mut stream = watcher(pods, config).default_backoff().boxed();
+    let mut listing: Vec<Pod> = Vec::new();
+    while let Some(event) = stream.next().await {
+        let event = match event {
+            Ok(event) => event,
+            Err(e) => {
+                tracing::warn!(error = %e, "Pod watch failed; retrying with backoff");
+                continue;
+            }
+        };
+        let mut table = table
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let changed: Vec<String> = match event {
+            watcher::Event::Init => {
+                listing.clear();
+                Vec::new()
+            }
+            watcher::Event::InitApply(pod) => {
+                listing.push(pod);
+                Vec::new()
+            }
+            watcher::Event::InitDone => {
+                for e in table.replace_all(listing.iter()) {
+                    tracing::warn!(error = %e, "a Pod of Berth's cannot be read; left out");
+                }
+                synced.send_replace(true);
+                listing.drain(..).filter_map(|p| sandbox_id(&p)).collect()
+            }
+            watcher::Event::Apply(pod) => {
+                if let Err(e) = table.apply(&pod) {
+                    tracing::warn!(error = %e, "a Pod of Berth's cannot be read; left out");
+                }
+                sandbox_id(&pod).into_iter().collect()
+            }
+            watcher::Event::Delete(pod) => {
+                table.delete(&pod);
+                sandbox_id(&pod).into_iter().collect()
+            }
+        };
+        drop(table);
+        for id in changed {
+            // Nobody waiting is fine.
+            let _ = changes.send(id);
+        }
+    }
+}
+
+/// What this runtime offers. A read-only mount is non-recursive: Berth does not use
+/// `recursiveReadOnly` yet (older API servers drop it silently), and every volume's report says so.
+fn capabilities(server_version: &str) -> Capabilities {
+    let support = berth_core::runtime::BackendSupport {
+        sub_path: true,
+        read_only: berth_core::model::ReadOnlyMode::NonRecursive,
+        read_only_sub_path: berth_core::model::ReadOnlyMode::NonRecursive,
+    };
+    Capabilities {
+        runtime: "kubernetes".into(),
+        engine_version: Some(server_version.to_owned()),
+        volume_backends: [
+            berth_core::model::VolumeBackendKind::Host,
+            berth_core::model::VolumeBackendKind::Pvc,
+            berth_core::model::VolumeBackendKind::Nfs,
+            berth_core::model::VolumeBackendKind::Ossfs,
+        ]
+        .into_iter()
+        .map(|kind| (kind, support))
+        .collect(),
+        pause: false,
+        pvc_provisioning_hints: true,
+        platform: None,
+        reserved_mount_paths: Vec::new(),
+        details: std::collections::BTreeMap::from([(
+            "subPath".to_owned(),
+            "resolved by the kubelet (links leaving the volume refused, links inside followed)"
+                .to_owned(),
+        )]),
+    }
+}
+
+fn sandbox_id(pod: &Pod) -> Option<String> {
+    pod.metadata
+        .labels
+        .as_ref()?
+        .get(crate::render::LABEL_ID)
+        .cloned()
+}
+
+#[async_trait]
+impl Runtime for KubernetesRuntime {
+    fn capabilities(&self) -> Capabilities {
+        self.capabilities.clone()
+    }
+
+    async fn ping(&self) -> Result<(), RuntimeError> {
+        self.pods
+            .list_metadata(&kube::api::ListParams::default().limit(1))
+            .await
+            .map(|_| ())
+            .map_err(api_error("listing Pods"))
+    }
+
+    async fn create(&self, request: CreateSandbox) -> Result<SandboxRecord, RuntimeError> {
+        self.wait_synced().await?;
+        let id = request.id.clone();
+        let claims_to_create = self.plan_claims(&request).await?;
+        let plan = PodPlan {
+            claims_to_create,
+            create_deadline: chrono::TimeDelta::from_std(self.config.start_timeout)
+                .ok()
+                .and_then(|d| Utc::now().checked_add_signed(d)),
+            recursive_read_only: false,
+        };
+        let objects = render(&self.config, &request, &plan).map_err(RuntimeError::Rejected)?;
+        // Subscribed before the Pod exists: no change of it can be missed.
+        let changes = self.changes.subscribe();
+        let secret_names: Vec<String> = objects
+            .secrets
+            .iter()
+            .filter_map(|s| s.metadata.name.clone())
+            .collect();
+        let mut made_claims = Vec::new();
+        let made = async {
+            for claim in &objects.claims {
+                match self.claims.create(&PostParams::default(), claim).await {
+                    Ok(_) => made_claims.push(claim.metadata.name.clone().unwrap_or_default()),
+                    // Made meanwhile by another create: it is theirs, and it exists.
+                    Err(e) if is_status(&e, 409) => {}
+                    Err(e) => return Err(api_error("creating a claim")(e)),
+                }
+            }
+            for secret in &objects.secrets {
+                self.secrets
+                    .create(&PostParams::default(), secret)
+                    .await
+                    .map_err(api_error("creating a Secret"))?;
+            }
+            let pod = self
+                .pods
+                .create(&PostParams::default(), &objects.pod)
+                .await
+                .map_err(api_error("creating the Pod"))?;
+            self.apply_own_write(&pod);
+            self.own_secrets(&secret_names, &pod).await?;
+            self.wait_running(&id, changes).await
+        }
+        .await;
+        match made {
+            Ok(record) => Ok(record),
+            Err(e) => {
+                self.roll_back(&id, &secret_names, &made_claims).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn get(&self, id: &SandboxId) -> Result<SandboxRecord, RuntimeError> {
+        self.wait_synced().await?;
+        self.read(|t| t.get(id.as_str()).map(|e| e.record.clone()))
+            .ok_or_else(|| RuntimeError::NotFound { id: id.to_string() })
+    }
+
+    async fn list(&self) -> Result<Vec<SandboxRecord>, RuntimeError> {
+        self.wait_synced().await?;
+        Ok(self.read(|t| t.records().cloned().collect()))
+    }
+
+    async fn list_page(&self, selection: &ListSelection) -> Result<ListedPage, RuntimeError> {
+        self.wait_synced().await?;
+        Ok(self.read(|t| t.page(selection)))
+    }
+
+    async fn delete(&self, id: &SandboxId) -> Result<(), RuntimeError> {
+        self.wait_synced().await?;
+        let grace = i64::try_from(self.config.delete_grace_period.as_secs()).unwrap_or(i64::MAX);
+        let params = DeleteParams {
+            grace_period_seconds: Some(u32::try_from(grace).unwrap_or(u32::MAX)),
+            ..DeleteParams::default()
+        };
+        match self.pods.delete(&pod_name(id), &params).await {
+            // The Pod goes gracefully; GET answers Stopping until the watch reports it gone.
+            Ok(_) => Ok(()),
+            Err(e) if is_status(&e, 404) => Err(RuntimeError::NotFound { id: id.to_string() }),
+            Err(e) => Err(api_error("deleting the Pod")(e)),
+        }
+    }
+
+    /// Reads the Pod fresh, and deletes it with that read's `resourceVersion` as precondition:
+    /// a renewal that lands in between (from any replica) makes the delete fail, and the
+    /// sandbox stays.
+    async fn delete_if_expired(
+        &self,
+        id: &SandboxId,
+        now: DateTime<Utc>,
+    ) -> Result<bool, RuntimeError> {
+        let name = pod_name(id);
+        let pod = self
+            .pods
+            .get_opt(&name)
+            .await
+            .map_err(api_error("reading the Pod"))?
+            .ok_or_else(|| RuntimeError::NotFound { id: id.to_string() })?;
+        let expired = PodState::from_annotations(pod.metadata.annotations.as_ref())
+            .ok()
+            .and_then(|s| s.expires_at)
+            .is_some_and(|at| at <= now);
+        if !expired || pod.metadata.deletion_timestamp.is_some() {
+            return Ok(false);
+        }
+        let params = DeleteParams {
+            grace_period_seconds: Some(
+                u32::try_from(self.config.delete_grace_period.as_secs()).unwrap_or(u32::MAX),
+            ),
+            preconditions: Some(kube::api::Preconditions {
+                resource_version: pod.metadata.resource_version.clone(),
+                uid: pod.metadata.uid.clone(),
+            }),
+            ..DeleteParams::default()
+        };
+        match self.pods.delete(&name, &params).await {
+            Ok(_) => Ok(true),
+            // Changed since the read (a renewal): not ours to reap now.
+            Err(e) if is_status(&e, 409) => Ok(false),
+            Err(e) if is_status(&e, 404) => Err(RuntimeError::NotFound { id: id.to_string() }),
+            Err(e) => Err(api_error("deleting the Pod")(e)),
+        }
+    }
+
+    async fn pause(&self, _: &SandboxId) -> Result<(), RuntimeError> {
+        Err(RuntimeError::Unsupported {
+            runtime: "kubernetes".into(),
+            action: "pause (a plain Pod cannot be paused)",
+        })
+    }
+
+    async fn resume(&self, _: &SandboxId) -> Result<(), RuntimeError> {
+        Err(RuntimeError::Unsupported {
+            runtime: "kubernetes".into(),
+            action: "resume (a plain Pod cannot be paused)",
+        })
+    }
+
+    async fn renew(
+        &self,
+        id: &SandboxId,
+        expires_at: DateTime<Utc>,
+    ) -> Result<DateTime<Utc>, RuntimeError> {
+        self.patch_state(id, |state| {
+            state.expires_at = Some(expires_at);
+            Ok(())
+        })
+        .await?;
+        Ok(expires_at)
+    }
+
+    async fn patch_metadata(
+        &self,
+        id: &SandboxId,
+        patch: &MetadataPatch,
+    ) -> Result<SandboxRecord, RuntimeError> {
+        let pod = self
+            .patch_state(id, |state| {
+                let mut metadata = state
+                    .metadata
+                    .iter()
+                    .filter_map(|(k, v)| {
+                        Some((
+                            berth_core::model::MetadataKey::new(k).ok()?,
+                            berth_core::model::MetadataValue::new(v).ok()?,
+                        ))
+                    })
+                    .collect();
+                patch
+                    .apply_checked(&mut metadata)
+                    .map_err(RuntimeError::Rejected)?;
+                state.metadata = metadata
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect();
+                Ok(())
+            })
+            .await?;
+        crate::sandbox_table::entry_of(&pod)
+            .map(|e| e.record)
+            .map_err(|e| RuntimeError::Internal {
+                context: "reading the patched Pod".into(),
+                detail: e.to_string(),
+            })
+    }
+
+    async fn endpoint(&self, id: &SandboxId, port: u16) -> Result<wire::Endpoint, RuntimeError> {
+        self.wait_synced().await?;
+        let ip = self
+            .read(|t| t.get(id.as_str()).map(|e| e.pod_ip.clone()))
+            .ok_or_else(|| RuntimeError::NotFound { id: id.to_string() })?;
+        match ip {
+            Some(ip) => Ok(wire::Endpoint {
+                endpoint: format!("{ip}:{port}"),
+                headers: None,
+            }),
+            None => Err(RuntimeError::PodIpNotAvailable { id: id.clone() }),
+        }
+    }
+
+    async fn render(&self, request: &CreateSandbox) -> Result<RenderedSandbox, RuntimeError> {
+        let plan = PodPlan {
+            claims_to_create: self.plan_claims(request).await?,
+            create_deadline: None,
+            recursive_read_only: false,
+        };
+        let objects = render(&self.config, request, &plan).map_err(RuntimeError::Rejected)?;
+        let volumes = objects
+            .state
+            .reported_volumes()
+            .map_err(|e| RuntimeError::Internal {
+                context: "rendering".into(),
+                detail: e.to_string(),
+            })?;
+        Ok(RenderedSandbox {
+            sandbox: SandboxRecord {
+                id: request.id.clone(),
+                image: request.spec.image.uri.clone(),
+                platform: request.spec.platform,
+                entrypoint: request.spec.entrypoint.argv().to_vec(),
+                metadata: request.spec.metadata.clone(),
+                status: berth_core::model::SandboxStatus::new(
+                    berth_core::model::SandboxState::Pending,
+                    request.created_at,
+                ),
+                created_at: request.created_at,
+                expires_at: request.expires_at(),
+                volumes,
+            },
+            runtime_object: objects.redacted_json(),
+        })
+    }
+}

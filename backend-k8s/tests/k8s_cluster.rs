@@ -1,0 +1,227 @@
+//! The Kubernetes runtime on a real API server and a real kubelet (`cargo xtask k8s-env up`;
+//! the kubeconfig is `BERTH_K8S_KUBECONFIG`, default `/tmp/berth-k8s/kubeconfig`). Each test
+//! works in a namespace of its own, labelled `berth.test=1`, deleted at the end (also when the
+//! test panics). The tests fail, never skip, when the cluster cannot be reached.
+//!
+//! Not part of `cargo test --workspace` yet (`test = false`): `cargo xtask test-k8s` runs them.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use berth_core::model::{MetadataPatch, SandboxId, SandboxSpec, SandboxState};
+use berth_core::runtime::{CreateSandbox, ListSelection, Runtime, RuntimeError};
+use berth_core::validate::StoragePolicy;
+use berth_core::wire;
+use berth_k8s::config::KubernetesConfig;
+use berth_k8s::runtime::KubernetesRuntime;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::{Api, DeleteParams, PostParams};
+use serde_json::json;
+
+const IMAGE: &str = "berth-test/busybox:latest";
+
+fn kubeconfig() -> PathBuf {
+    std::env::var_os("BERTH_K8S_KUBECONFIG")
+        .map_or_else(|| PathBuf::from("/tmp/berth-k8s/kubeconfig"), PathBuf::from)
+}
+
+/// A namespace of the test's own, deleted on drop.
+struct TestNamespace {
+    name: String,
+    client: kube::Client,
+}
+
+impl TestNamespace {
+    async fn new(test: &str) -> (Self, KubernetesRuntime) {
+        let path = kubeconfig();
+        let kubeconfig = kube::config::Kubeconfig::read_from(&path).unwrap_or_else(|e| {
+            panic!(
+                "no test cluster: cannot read {} ({e}); run `cargo xtask k8s-env up`",
+                path.display()
+            )
+        });
+        let config = kube::Config::from_custom_kubeconfig(
+            kubeconfig,
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await
+        .unwrap();
+        let client = kube::Client::try_from(config).unwrap();
+        let name = format!("berth-test-{test}-{}", std::process::id());
+        let namespace: Namespace = serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {"berth.test": "1"}}
+        }))
+        .unwrap();
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &namespace)
+            .await
+            .unwrap_or_else(|e| panic!("the test cluster does not answer: {e}"));
+        let mut runtime_config = KubernetesConfig::new(&name);
+        runtime_config.kubeconfig = Some(path);
+        runtime_config.image_pull_policy = Some("Never".into());
+        runtime_config.start_timeout = Duration::from_secs(60);
+        runtime_config.delete_grace_period = Duration::from_secs(1);
+        runtime_config
+            .extra_labels
+            .insert("berth.test".into(), "1".into());
+        let runtime = KubernetesRuntime::connect(runtime_config).await.unwrap();
+        (Self { name, client }, runtime)
+    }
+
+    fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        // Deleting the namespace deletes every Pod, claim and Secret in it.
+        let (client, name) = (self.client.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Runtime::new()
+                .unwrap()
+                .block_on(async move {
+                    let _ = Api::<Namespace>::all(client)
+                        .delete(&name, &DeleteParams::background())
+                        .await;
+                });
+        })
+        .join();
+    }
+}
+
+fn request(id: &str, body: serde_json::Value) -> CreateSandbox {
+    let mut full = json!({
+        "image": {"uri": IMAGE},
+        "entrypoint": ["sleep", "600"],
+        "resourceLimits": {"cpu": "100m", "memory": "64Mi"},
+        "timeout": 600,
+    });
+    full.as_object_mut()
+        .unwrap()
+        .extend(body.as_object().unwrap().clone());
+    let request: wire::CreateSandboxRequest = serde_json::from_value(full).unwrap();
+    CreateSandbox {
+        id: SandboxId::new(id).unwrap(),
+        spec: SandboxSpec::from_request(request, &StoragePolicy::default()).unwrap(),
+        created_at: chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 3),
+    }
+}
+
+/// Waits (bounded) until `get` answers 404 — the Pod is gone — and says what it saw before.
+async fn until_gone(runtime: &KubernetesRuntime, id: &SandboxId) -> Vec<SandboxState> {
+    let mut seen = Vec::new();
+    for _ in 0..600 {
+        match runtime.get(id).await {
+            Err(RuntimeError::NotFound { .. }) => return seen,
+            Ok(record) => {
+                if seen.last() != Some(&record.status.state) {
+                    seen.push(record.status.state);
+                }
+            }
+            Err(e) => panic!("get failed: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("sandbox {id} still present after 120 s: {seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandbox_lives_and_dies_as_a_pod() {
+    let (namespace, runtime) = TestNamespace::new("life").await;
+    let created = runtime
+        .create(request("life-1", json!({"metadata": {"team": "ml"}})))
+        .await
+        .unwrap();
+    assert_eq!(created.status.state, SandboxState::Running);
+
+    let got = runtime.get(&created.id).await.unwrap();
+    assert_eq!(got.metadata, created.metadata);
+    let page = runtime
+        .list_page(&ListSelection {
+            metadata: vec![("team".into(), "ml".into())],
+            limit: 10,
+            ..ListSelection::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!((page.total, page.items[0].id.as_str()), (1, "life-1"));
+
+    let later = created.expires_at.unwrap() + chrono::TimeDelta::try_hours(1).unwrap();
+    assert_eq!(runtime.renew(&created.id, later).await.unwrap(), later);
+    let patch = MetadataPatch::from_request(
+        &serde_json::from_value(json!({"team": null, "step": "2"})).unwrap(),
+    )
+    .unwrap();
+    let patched = runtime.patch_metadata(&created.id, &patch).await.unwrap();
+    assert_eq!(
+        patched
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<Vec<_>>(),
+        [("step".to_owned(), "2".to_owned())]
+    );
+    // What the server stored is what Berth sent: read the Pod back, not the cache.
+    let pod = namespace.pods().get("sandbox-life-1").await.unwrap();
+    let state = berth_k8s::pod_state::PodState::from_annotations(pod.metadata.annotations.as_ref())
+        .unwrap();
+    assert_eq!(state.expires_at, Some(later));
+    assert_eq!(state.metadata.get("step").map(String::as_str), Some("2"));
+    let spec = pod.spec.unwrap();
+    assert_eq!(spec.automount_service_account_token, Some(false));
+    assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
+
+    let endpoint = runtime.endpoint(&created.id, 8080).await.unwrap();
+    assert!(endpoint.endpoint.ends_with(":8080"), "{endpoint:?}");
+    let pod_ip = pod.status.unwrap().pod_ip.unwrap();
+    assert_eq!(endpoint.endpoint, format!("{pod_ip}:8080"));
+    assert_eq!(
+        runtime
+            .pause(&created.id)
+            .await
+            .unwrap_err()
+            .code()
+            .as_str(),
+        "SANDBOX::UNSUPPORTED_FEATURE"
+    );
+
+    runtime.delete(&created.id).await.unwrap();
+    let seen = until_gone(&runtime, &created.id).await;
+    assert!(
+        seen.iter().all(|s| *s == SandboxState::Stopping),
+        "between delete and gone, only Stopping: {seen:?}"
+    );
+    assert!(matches!(
+        runtime.delete(&created.id).await,
+        Err(RuntimeError::NotFound { .. })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_image_fails_at_once_and_leaves_nothing() {
+    let (namespace, runtime) = TestNamespace::new("image").await;
+    let started = std::time::Instant::now();
+    let err = runtime
+        .create(request(
+            "image-1",
+            json!({"image": {"uri": "berth-test/absent:none"}}),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().as_str(), "SANDBOX::IMAGE_NOT_FOUND", "{err}");
+    assert!(err.to_string().contains("ErrImageNeverPull"), "{err}");
+    // Reported from the watch, well before the 60 s start deadline.
+    println!("missing image answered after {:?}", started.elapsed());
+    // Deleted with grace 0: gone from the API server (not only Terminating) soon.
+    for _ in 0..300 {
+        let pods = namespace.pods().list(&Default::default()).await.unwrap();
+        if pods.items.is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("the Pod of a failed create is still there after 60 s");
+}
