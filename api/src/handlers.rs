@@ -307,7 +307,13 @@ pub(crate) async fn health(State(state): State<AppState>) -> Response {
 
 /// Prometheus metrics.
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
-    let sandboxes = state.runtime.list().await.unwrap_or_default();
+    let sandboxes = match state.runtime.count_by_state().await {
+        Ok(counts) => counts,
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics: the runtime cannot count sandboxes");
+            std::collections::BTreeMap::new()
+        }
+    };
     let mut headers = HeaderMap::new();
     headers.insert(
         header::CONTENT_TYPE,

@@ -1,15 +1,17 @@
 //! Prometheus metrics (`prometheus-client`, text format 0.0.4): requests by method, route and
-//! status, a latency histogram by method and route, sandboxes by state (read at scrape time),
+//! status, a latency histogram by method and route, sandboxes by state (counted by the runtime at
+//! scrape time, from its index: a scrape never lists every sandbox),
 //! and reaper actions.
 //!
 //! Every label value comes from a closed set, so no client can grow the server's memory or the
 //! scrape by inventing methods or paths: methods outside the standard ones are `OTHER`, routes are
 //! the router's own patterns (or `unmatched`), and statuses are those the server answers with.
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use berth_core::model::{SandboxRecord, SandboxState};
+use berth_core::model::SandboxState;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -185,14 +187,15 @@ impl Metrics {
             .get()
     }
 
-    /// The text exposition, with sandbox counts from `sandboxes`.
-    pub fn render(&self, sandboxes: &[SandboxRecord]) -> String {
+    /// The text exposition, with the sandbox counts per state the runtime gave (a state it
+    /// does not name has none).
+    pub fn render(&self, sandboxes: &BTreeMap<SandboxState, usize>) -> String {
         let _scrape = self
             .scrape
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         for state in SandboxState::ALL {
-            let n = sandboxes.iter().filter(|s| s.status.state == state).count();
+            let n = sandboxes.get(&state).copied().unwrap_or(0);
             self.sandboxes
                 .get_or_create(&StateLabels {
                     state: state.as_str(),

@@ -1,6 +1,7 @@
 //! The expiry reaper (ARCHITECTURE.md, "Lifecycle"): deletes each sandbox within a second of its
-//! `expiresAt`. It asks the runtime what exists (so it survives restarts: expiries live in the
-//! runtime's state), sleeps until the next expiry or until woken by a create or renewal, and
+//! `expiresAt`. It asks the runtime what is due and when the next expiry comes (so it survives
+//! restarts: expiries live in the runtime's state; and it never lists every sandbox: the runtime
+//! answers from an index), sleeps until then (at most 30 s) or until woken by a create or renewal, and
 //! treats a sandbox that is already gone as done. Only a replica the runtime says leads reaps,
 //! and each delete is conditional on the expiry still having passed (`delete_if_expired`), so a
 //! stale leader cannot reap a sandbox that was just renewed. Deleting goes through the runtime,
@@ -9,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_core::model::{SandboxId, SandboxRecord};
+use berth_core::model::SandboxId;
 use berth_core::runtime::RuntimeError;
 use chrono::{DateTime, Utc};
 
@@ -35,24 +36,21 @@ impl Clock for SystemClock {
     }
 }
 
-/// Sandboxes whose expiry has come.
-pub fn due(records: &[SandboxRecord], now: DateTime<Utc>) -> Vec<SandboxId> {
-    records
-        .iter()
-        .filter(|r| r.expires_at.is_some_and(|e| e <= now))
-        .map(|r| r.id.clone())
-        .collect()
-}
+/// How many due sandboxes one pass takes; a full batch is followed by another pass at once.
+const BATCH: usize = 64;
 
-/// How long to sleep before the next expiry (at most [`MAX_SLEEP`]).
-pub fn sleep_until_next(records: &[SandboxRecord], now: DateTime<Utc>) -> Duration {
-    records
-        .iter()
-        .filter_map(|r| r.expires_at)
-        .filter(|e| *e > now)
-        .min()
-        .and_then(|next| (next - now).to_std().ok())
-        .map_or(MAX_SLEEP, |d| d.min(MAX_SLEEP))
+/// Pause before retrying when something already due is still there (its delete failed).
+const RETRY_DUE: Duration = Duration::from_secs(1);
+
+/// How long to sleep until `next` (at most [`MAX_SLEEP`]; [`RETRY_DUE`] when it has passed).
+pub fn sleep_until(next: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Duration {
+    match next {
+        None => MAX_SLEEP,
+        Some(next) if next <= now => RETRY_DUE,
+        Some(next) => (next - now)
+            .to_std()
+            .map_or(MAX_SLEEP, |d| d.min(MAX_SLEEP)),
+    }
 }
 
 /// How often a replica that does not lead asks again whether it does.
@@ -69,16 +67,17 @@ pub async fn run(state: AppState, clock: Arc<dyn Clock>) {
             }
             continue;
         }
-        let records = match state.runtime.list().await {
-            Ok(records) => records,
+        // The runtime answers from its expiry index: no pass lists every sandbox.
+        let due = match state.runtime.due(clock.now(), BATCH).await {
+            Ok(due) => due,
             Err(e) => {
-                tracing::warn!(error = %e, "reaper: cannot list sandboxes; retrying");
+                tracing::warn!(error = %e, "reaper: cannot ask for due sandboxes; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
         };
-        let now = clock.now();
-        for id in due(&records, now) {
+        let full_batch = due.len() == BATCH;
+        for id in due {
             // Detached and tracked like a client's call: stopping the reaper (shutdown) never
             // cuts a delete half-way.
             let task_state = state.clone();
@@ -90,7 +89,17 @@ pub async fn run(state: AppState, clock: Arc<dyn Clock>) {
                 tracing::error!(error = %e, "reaper: a delete task failed");
             }
         }
-        let sleep = sleep_until_next(&records, clock.now());
+        if full_batch {
+            continue;
+        }
+        let next = match state.runtime.next_expiry().await {
+            Ok(next) => next,
+            Err(e) => {
+                tracing::warn!(error = %e, "reaper: cannot ask for the next expiry");
+                None
+            }
+        };
+        let sleep = sleep_until(next, clock.now());
         tokio::select! {
             () = tokio::time::sleep(sleep) => {}
             () = state.reaper_wakeup.notified() => {}
@@ -125,38 +134,16 @@ async fn reap(state: &AppState, id: &SandboxId, clock: &dyn Clock) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use berth_core::model::{SandboxState, SandboxStatus};
-
-    fn record(id: &str, expires: Option<DateTime<Utc>>) -> SandboxRecord {
-        let at = DateTime::from_timestamp(0, 0).unwrap();
-        SandboxRecord {
-            id: SandboxId::new(id).unwrap(),
-            image: "i".into(),
-            platform: None,
-            entrypoint: vec![],
-            metadata: Default::default(),
-            status: SandboxStatus::new(SandboxState::Running, at),
-            created_at: at,
-            expires_at: expires,
-            volumes: vec![],
-        }
-    }
 
     #[test]
-    fn due_and_next_wakeup() {
+    fn sleeps_until_the_next_expiry_within_bounds() {
         let now = DateTime::from_timestamp(1000, 0).unwrap();
         let at = |s| DateTime::from_timestamp(s, 0);
-        let records = vec![
-            record("a", at(999)),
-            record("b", at(1000)),
-            record("c", at(1005)),
-            record("d", None),
-            record("e", at(1100)),
-        ];
-        let due: Vec<String> = due(&records, now).iter().map(ToString::to_string).collect();
-        assert_eq!(due, ["a", "b"]);
-        assert_eq!(sleep_until_next(&records, now), Duration::from_secs(5));
-        assert_eq!(sleep_until_next(&records[3..4], now), MAX_SLEEP);
-        assert_eq!(sleep_until_next(&[record("f", at(5000))], now), MAX_SLEEP);
+        assert_eq!(sleep_until(at(1005), now), Duration::from_secs(5));
+        assert_eq!(sleep_until(None, now), MAX_SLEEP);
+        assert_eq!(sleep_until(at(5000), now), MAX_SLEEP);
+        // Still there after its expiry: a failed delete, retried shortly.
+        assert_eq!(sleep_until(at(999), now), RETRY_DUE);
+        assert_eq!(sleep_until(at(1000), now), RETRY_DUE);
     }
 }

@@ -1,7 +1,7 @@
 //! The expiry reaper: with tokio's paused clock, a sandbox is deleted when (and not before) its
 //! expiry comes, a renewal moves that, and `deleteOnSandboxTermination` is honoured on expiry; a
 //! renewal that lands after the sandbox was found due still wins; a replica that does not lead
-//! reaps nothing; with the real clock, a sandbox renewed to expire two seconds ahead is gone
+//! reaps nothing; neither the reaper nor `/metrics` lists every sandbox; with the real clock, a sandbox renewed to expire two seconds ahead is gone
 //! shortly after.
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly by design.
@@ -167,9 +167,11 @@ async fn a_sandbox_renewed_to_two_seconds_ahead_is_gone_on_the_real_clock() {
 /// The in-memory runtime, where a renewal (as from another replica, outside this server's
 /// per-sandbox lock) lands just before the reaper's delete: after any read of the sandbox and
 /// before the delete acts.
+/// It also counts calls of `list`, which neither the reaper nor `/metrics` may make.
 struct RenewedUnderTheReaper {
     inner: Arc<InMemoryRuntime>,
     renew_to: std::sync::Mutex<Option<DateTime<Utc>>>,
+    lists: std::sync::atomic::AtomicUsize,
 }
 
 impl RenewedUnderTheReaper {
@@ -198,7 +200,22 @@ impl Runtime for RenewedUnderTheReaper {
         record
     }
     async fn list(&self) -> Result<Vec<SandboxRecord>, RuntimeError> {
+        self.lists
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.inner.list().await
+    }
+    // The reaper's and the scrape's questions, answered by the inner runtime (as from an index).
+    async fn next_expiry(&self) -> Result<Option<DateTime<Utc>>, RuntimeError> {
+        self.inner.next_expiry().await
+    }
+    async fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<SandboxId>, RuntimeError> {
+        self.inner.due(now, limit).await
+    }
+    async fn count_by_state(
+        &self,
+    ) -> Result<std::collections::BTreeMap<berth_core::model::SandboxState, usize>, RuntimeError>
+    {
+        self.inner.count_by_state().await
     }
     async fn list_page(&self, s: &ListSelection) -> Result<ListedPage, RuntimeError> {
         self.inner.list_page(s).await
@@ -257,6 +274,7 @@ async fn a_renewal_landing_between_due_and_delete_wins() {
     let runtime = Arc::new(RenewedUnderTheReaper {
         inner: inner.clone(),
         renew_to: std::sync::Mutex::new(None),
+        lists: std::sync::atomic::AtomicUsize::new(0),
     });
     let mut state = AppState::new(runtime.clone(), StoragePolicy::default());
     state.clock = clock.clone();
@@ -288,6 +306,24 @@ async fn a_renewal_landing_between_due_and_delete_wins() {
             .metrics
             .reaper_count(berth_api::metrics::ReaperResult::Deleted),
         0
+    );
+    let scrape = axum::http::Request::get("/metrics")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let metrics = app.clone().oneshot(scrape).await.unwrap();
+    let text = http_body_util::BodyExt::collect(metrics.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert!(
+        String::from_utf8_lossy(&text).contains("berth_sandboxes{state=\"Running\"} 1"),
+        "{}",
+        String::from_utf8_lossy(&text)
+    );
+    assert_eq!(
+        runtime.lists.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "the reaper or /metrics listed every sandbox"
     );
     reaper.abort();
 }

@@ -8,11 +8,12 @@
 //! the container index. Readers (get, list) answer from here alone ("Reads never call the
 //! engine").
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::RwLock;
 
 use berth_core::list_index::ListIndex;
 use berth_core::model::SandboxState;
+use chrono::{DateTime, Utc};
 
 use crate::index::{ContainerStatus, ContainerView};
 use crate::ossfs::OssfsKey;
@@ -27,6 +28,9 @@ pub struct RuntimeState {
     listing: ListIndex,
     /// Sandboxes the reaper found expired and is deleting: a renewal no longer applies to them.
     reaping: HashSet<String>,
+    /// Every record with an expiry, earliest first: the reaper's next wake-up and what is due,
+    /// without a scan.
+    expiries: BTreeSet<(DateTime<Utc>, String)>,
 }
 
 /// What [`RuntimeState::claim_expired`] found.
@@ -92,14 +96,46 @@ impl RuntimeState {
         let state = sandbox_state(sandbox.phase, self.status(&sandbox.id));
         self.listing
             .upsert(&sandbox.id, sandbox.created_at, &sandbox.metadata, state);
+        if let Some(old) = self.records.get(&sandbox.id).and_then(|r| r.expires_at) {
+            self.expiries.remove(&(old, sandbox.id.clone()));
+        }
+        if let Some(expires_at) = sandbox.expires_at {
+            self.expiries.insert((expires_at, sandbox.id.clone()));
+        }
         self.records.insert(sandbox.id.clone(), sandbox);
     }
 
     /// Forgets a record (the store calls this after its commit).
     pub(crate) fn remove_record(&mut self, id: &str) {
-        self.records.remove(id);
+        if let Some(record) = self.records.remove(id)
+            && let Some(expires_at) = record.expires_at
+        {
+            self.expiries.remove(&(expires_at, record.id));
+        }
         self.listing.remove(id);
         self.reaping.remove(id);
+    }
+
+    /// The earliest expiry of any record.
+    pub fn next_expiry(&self) -> Option<DateTime<Utc>> {
+        self.expiries.first().map(|(at, _)| *at)
+    }
+
+    /// At most `limit` records whose expiry is at or before `now`, earliest first, leaving out
+    /// those the reaper is already deleting.
+    pub fn due(&self, now: DateTime<Utc>, limit: usize) -> Vec<&str> {
+        self.expiries
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .filter(|(_, id)| !self.reaping.contains(id))
+            .take(limit)
+            .map(|(_, id)| id.as_str())
+            .collect()
+    }
+
+    /// How many sandboxes are in each state (from the list index's postings).
+    pub fn count_by_state(&self) -> BTreeMap<SandboxState, usize> {
+        self.listing.count_by_state()
     }
 
     /// Whether the reaper is deleting this sandbox.
@@ -318,6 +354,46 @@ mod tests {
         assert_eq!(listed(&state, SandboxState::Failed), ["a"]);
         state.remove_record("a");
         assert!(listed(&state, SandboxState::Failed).is_empty());
+    }
+
+    #[test]
+    fn the_expiry_index_follows_renewals_and_removals() {
+        let at = |s| DateTime::from_timestamp(s, 0).unwrap();
+        let mut state = RuntimeState::default();
+        for (id, expires) in [
+            ("a", Some(300)),
+            ("b", Some(100)),
+            ("c", None),
+            ("d", Some(200)),
+        ] {
+            let mut r = record(id, Phase::Created);
+            r.expires_at = expires.map(at);
+            state.put_record(r);
+        }
+        assert_eq!(state.next_expiry(), Some(at(100)));
+        assert_eq!(state.due(at(250), 10), ["b", "d"]);
+        assert_eq!(state.due(at(250), 1), ["b"]);
+        // Renewed: its old expiry is gone from the index.
+        let mut renewed = record("b", Phase::Created);
+        renewed.expires_at = Some(at(400));
+        state.put_record(renewed);
+        assert_eq!(state.next_expiry(), Some(at(200)));
+        assert_eq!(state.due(at(250), 10), ["d"]);
+        // Claimed by the reaper: no longer due; removed: no longer anywhere.
+        assert!(matches!(
+            state.claim_expired("d", at(250)),
+            ExpiryClaim::Claimed(_)
+        ));
+        assert!(state.due(at(250), 10).is_empty());
+        state.remove_record("d");
+        state.remove_record("a");
+        assert_eq!(state.next_expiry(), Some(at(400)));
+        assert_eq!(state.expiries.len(), 1);
+        assert_eq!(
+            state.count_by_state(),
+            BTreeMap::from([(SandboxState::Failed, 2)]),
+            "b and c have no container"
+        );
     }
 
     #[test]

@@ -147,6 +147,15 @@ impl ListIndex {
         }
     }
 
+    /// How many sandboxes are indexed in each state (states with none are absent).
+    pub fn count_by_state(&self) -> BTreeMap<SandboxState, usize> {
+        self.everything
+            .by_state
+            .iter()
+            .map(|(state, set)| (*state, set.len()))
+            .collect()
+    }
+
     fn postings(&self, key: &str, value: &str) -> Option<&Postings> {
         self.by_metadata.get(key)?.get(value)
     }
@@ -366,6 +375,11 @@ mod tests {
             }
         }
         assert_eq!(checked, 7 * 4 * 5);
+        let mut counts = BTreeMap::new();
+        for s in &current {
+            *counts.entry(s.state).or_insert(0) += 1;
+        }
+        assert_eq!(list.count_by_state(), counts);
         // Removing everything leaves no empty posting behind.
         for s in &current {
             list.remove(&s.id);

@@ -392,6 +392,35 @@ pub trait Runtime: Send + Sync {
         Ok(selection.select(self.list().await?))
     }
 
+    /// The earliest `expiresAt` of any sandbox (`None` when none expires): the reaper sleeps
+    /// until then. Runtimes with many sandboxes override this to answer from an index.
+    async fn next_expiry(&self) -> Result<Option<DateTime<Utc>>, RuntimeError> {
+        Ok(self.list().await?.iter().filter_map(|r| r.expires_at).min())
+    }
+
+    /// At most `limit` sandboxes whose expiry is at or before `now`, earliest first. Runtimes
+    /// with many sandboxes override this to answer from an index.
+    async fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<SandboxId>, RuntimeError> {
+        let mut due: Vec<(DateTime<Utc>, SandboxId)> = self
+            .list()
+            .await?
+            .into_iter()
+            .filter_map(|r| r.expires_at.filter(|e| *e <= now).map(|e| (e, r.id)))
+            .collect();
+        due.sort();
+        Ok(due.into_iter().take(limit).map(|(_, id)| id).collect())
+    }
+
+    /// How many sandboxes are in each state (states with none may be absent), for `/metrics`.
+    /// Runtimes with many sandboxes override this to answer from an index.
+    async fn count_by_state(&self) -> Result<BTreeMap<SandboxState, usize>, RuntimeError> {
+        let mut counts = BTreeMap::new();
+        for record in self.list().await? {
+            *counts.entry(record.status.state).or_insert(0) += 1;
+        }
+        Ok(counts)
+    }
+
     /// Stops and removes a sandbox, releasing what `deleteOnSandboxTermination` says.
     async fn delete(&self, id: &SandboxId) -> Result<(), RuntimeError>;
 

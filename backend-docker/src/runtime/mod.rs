@@ -324,6 +324,29 @@ impl Runtime for DockerRuntime {
         }))
     }
 
+    /// From the state's expiry index, not a scan.
+    async fn next_expiry(&self) -> Result<Option<DateTime<Utc>>, RuntimeError> {
+        Ok(self.state.read(|state| state.next_expiry()))
+    }
+
+    /// From the state's expiry index, not a scan.
+    async fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<SandboxId>, RuntimeError> {
+        Ok(self.state.read(|state| {
+            state
+                .due(now, limit)
+                .into_iter()
+                .filter_map(|id| SandboxId::new(id).ok())
+                .collect()
+        }))
+    }
+
+    /// From the list index's per-state postings, not a scan.
+    async fn count_by_state(
+        &self,
+    ) -> Result<std::collections::BTreeMap<SandboxState, usize>, RuntimeError> {
+        Ok(self.state.read(|state| state.count_by_state()))
+    }
+
     async fn list(&self) -> Result<Vec<SandboxRecord>, RuntimeError> {
         Ok(self.state.read(|state| {
             state

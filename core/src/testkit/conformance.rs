@@ -384,6 +384,39 @@ async fn expiry_follows_timeout(ctx: &mut Context<'_>) -> CheckResult {
         "expiresAt {expires} is not createdAt {} + 3600 s",
         created.created_at
     );
+    // The reaper's questions, however the runtime answers them, agree with the record.
+    let rt = ctx.runtime();
+    let next = rt
+        .next_expiry()
+        .await
+        .map_err(|e| format!("next_expiry: {e}"))?;
+    ensure!(
+        next.is_some_and(|n| n <= expires),
+        "next_expiry is {next:?} with a sandbox expiring at {expires}"
+    );
+    let due = rt
+        .due(expires, usize::MAX)
+        .await
+        .map_err(|e| format!("due: {e}"))?;
+    ensure!(due.contains(&created.id), "due at its expiry leaves it out");
+    let early = rt
+        .due(expires - TimeDelta::seconds(1), usize::MAX)
+        .await
+        .map_err(|e| format!("due: {e}"))?;
+    ensure!(!early.contains(&created.id), "due a second early");
+    let mut counts = rt
+        .count_by_state()
+        .await
+        .map_err(|e| format!("count_by_state: {e}"))?;
+    let mut listed = BTreeMap::new();
+    for record in rt.list().await.map_err(|e| format!("list: {e}"))? {
+        *listed.entry(record.status.state).or_insert(0) += 1;
+    }
+    counts.retain(|_, n| *n > 0);
+    ensure!(
+        counts == listed,
+        "count_by_state says {counts:?}, list says {listed:?}"
+    );
     Ok(Outcome::Passed)
 }
 
