@@ -104,8 +104,16 @@ error_codes! {
     VolumeInvalidName = ("VOLUME::INVALID_NAME", 400),
     /// Two volumes of one request share a `name`.
     VolumeDuplicateName = ("VOLUME::DUPLICATE_NAME", 400),
-    /// A volume names zero backends, or more than one, of `host`, `pvc`, `ossfs`, `nfs`.
+    /// A volume names zero backends, or more than one, of `host`, `pvc`, `ossfs`, `nfs` (in the
+    /// Kubernetes form: of `persistentVolumeClaim`, `hostPath`, `nfs`).
     VolumeInvalidBackend = ("VOLUME::INVALID_BACKEND", 400),
+    /// Kubernetes form: a `mounts` entry names no entry of `volumes`.
+    VolumeUnknownVolume = ("VOLUME::UNKNOWN_VOLUME", 400),
+    /// Kubernetes form: an entry of `volumes` is named by no `mounts` entry.
+    VolumeNotMounted = ("VOLUME::NOT_MOUNTED", 400),
+    /// One request mixes Berth's volume form (`host`/`pvc`/`ossfs`, `mountPath` on the volume) with
+    /// the Kubernetes form (`persistentVolumeClaim`/`hostPath` volumes and a `mounts` list).
+    VolumeMixedForms = ("VOLUME::MIXED_FORMS", 400),
     /// The runtime does not offer this volume backend.
     VolumeUnsupportedBackend = ("VOLUME::UNSUPPORTED_BACKEND", 400),
     /// A `mountPath` is not absolute and normalised, or holds NUL, a control character, `:` or `,`.

@@ -170,7 +170,12 @@ impl SandboxSpec {
         let resources = check_resources(&mut c, request.resource_limits);
         let env = check_env(&mut c, request.env.unwrap_or_default());
         let metadata = check_metadata(&mut c, request.metadata.unwrap_or_default());
-        let volumes = check_volumes(&mut c, request.volumes.unwrap_or_default(), policy);
+        let volumes = check_volumes(
+            &mut c,
+            request.volumes.unwrap_or_default(),
+            request.mounts.unwrap_or_default(),
+            policy,
+        );
         if let Some(violations) = Violations::from_vec(c.0) {
             return Err(violations);
         }
@@ -484,32 +489,158 @@ fn check_unsupported(c: &mut Collector, r: &wire::CreateSandboxRequest) {
     }
 }
 
+/// Field names of Berth's volume form, as they appear on a volume.
+const BERTH_FORM_FIELDS: [&str; 6] = ["mountPath", "subPath", "readOnly", "host", "pvc", "ossfs"];
+
+/// Which of Berth's form's fields a wire volume carries (`readOnly` only when true: `false` is
+/// the default of both forms and changes nothing).
+fn berth_form_fields(v: &wire::Volume) -> Vec<&'static str> {
+    let present = [
+        v.mount_path.is_some(),
+        v.sub_path.is_some(),
+        v.read_only,
+        v.host.is_some(),
+        v.pvc.is_some(),
+        v.ossfs.is_some(),
+    ];
+    BERTH_FORM_FIELDS
+        .into_iter()
+        .zip(present)
+        .filter_map(|(name, is_set)| is_set.then_some(name))
+        .collect()
+}
+
+/// The Kubernetes-only field a wire volume carries, if any.
+fn kubernetes_form_field(v: &wire::Volume) -> Option<&'static str> {
+    if v.persistent_volume_claim.is_some() {
+        Some("persistentVolumeClaim")
+    } else if v.host_path.is_some() {
+        Some("hostPath")
+    } else {
+        None
+    }
+}
+
+/// The field that puts a request in the Kubernetes form (`mounts`, or the first volume with a
+/// Kubernetes-only source); `None` for Berth's form.
+fn kubernetes_form_trigger(
+    volumes: &[wire::Volume],
+    mounts: &[wire::VolumeMount],
+) -> Option<String> {
+    if !mounts.is_empty() {
+        return Some("mounts".to_owned());
+    }
+    volumes
+        .iter()
+        .enumerate()
+        .find_map(|(i, v)| kubernetes_form_field(v).map(|field| format!("volumes[{i}].{field}")))
+}
+
+/// For each item, the index of the first earlier item with the same key. At most 64 items, so a
+/// linear scan beats hashing.
+fn first_earlier<K: PartialEq>(keys: &[K]) -> Vec<Option<usize>> {
+    keys.iter()
+        .enumerate()
+        .map(|(i, k)| keys[..i].iter().position(|other| other == k))
+        .collect()
+}
+
+/// Checks where and how one volume is mounted, in either form. `duplicate_of` names the earlier
+/// entry that mounts at the same path, if any. `None` when the paths could not be made (a
+/// reserved or repeated path is recorded but still returned).
+fn check_mount(
+    c: &mut Collector,
+    mount_path: String,
+    sub_path: Option<String>,
+    field: &dyn Fn(&str) -> String,
+    duplicate_of: Option<String>,
+) -> Option<(MountPath, Option<SubPath>)> {
+    let mount_path = match MountPath::from_string(mount_path) {
+        Ok(path) => {
+            if let Some(reason) = path.reserved_reason() {
+                c.push(
+                    field("mountPath"),
+                    ErrorCode::VolumeReservedMountPath,
+                    reason,
+                );
+            }
+            Some(path)
+        }
+        Err((e, _)) => {
+            c.push(field("mountPath"), e.code, e.reason);
+            None
+        }
+    };
+    if let Some(first) = duplicate_of {
+        c.push(
+            field("mountPath"),
+            ErrorCode::VolumeDuplicateMountPath,
+            format!("{first} mounts at the same path"),
+        );
+    }
+    let sub_path = check_sub_path(c, sub_path, field);
+    Some((mount_path?, sub_path?))
+}
+
+/// An optional subPath; `Some(None)` for none, `None` after recording a violation.
+fn check_sub_path(
+    c: &mut Collector,
+    sub_path: Option<String>,
+    field: &dyn Fn(&str) -> String,
+) -> Option<Option<SubPath>> {
+    match sub_path {
+        // An empty subPath means the backend's root, as in Kubernetes.
+        None => Some(None),
+        Some(s) if s.is_empty() => Some(None),
+        Some(s) => c
+            .take(|| field("subPath"), SubPath::from_string(s))
+            .map(Some),
+    }
+}
+
+/// The volumes of a request in either form (see [`wire::Volume`]), as the model's one volume per
+/// mount.
 fn check_volumes(
+    c: &mut Collector,
+    volumes: Vec<wire::Volume>,
+    mounts: Vec<wire::VolumeMount>,
+    policy: &StoragePolicy,
+) -> Vec<Volume> {
+    for (field, len) in [("volumes", volumes.len()), ("mounts", mounts.len())] {
+        if len > MAX_VOLUMES {
+            c.push(
+                field,
+                ErrorCode::SandboxInvalidParameter,
+                format!("at most {MAX_VOLUMES} {field} (got {len})"),
+            );
+            return Vec::new();
+        }
+    }
+    match kubernetes_form_trigger(&volumes, &mounts) {
+        None => check_berth_volumes(c, volumes, policy),
+        Some(trigger) => check_kubernetes_volumes(c, volumes, mounts, &trigger, policy),
+    }
+}
+
+/// Berth's form: each entry is one mount of one backend.
+fn check_berth_volumes(
     c: &mut Collector,
     volumes: Vec<wire::Volume>,
     policy: &StoragePolicy,
 ) -> Vec<Volume> {
-    if volumes.len() > MAX_VOLUMES {
-        c.push(
-            "volumes",
-            ErrorCode::SandboxInvalidParameter,
-            format!("at most {MAX_VOLUMES} volumes (got {})", volumes.len()),
-        );
-        return Vec::new();
-    }
-    // Duplicates first, while the volumes can still be borrowed; at most 64 of them, so a
-    // linear scan beats hashing. Mount paths compare by lexical key, so `/data` and `/data/`
-    // (also refused as not normal) are reported as the duplicates they are.
-    let first_with_name: Vec<Option<usize>> = volumes
+    // Duplicates first, while the volumes can still be borrowed. Mount paths compare by lexical
+    // key, so `/data` and `/data/` (also refused as not normal) are reported as the duplicates
+    // they are.
+    let names: Vec<&str> = volumes.iter().map(|v| v.name.as_str()).collect();
+    let first_with_name = first_earlier(&names);
+    let keys: Vec<Option<Cow<'_, str>>> = volumes
         .iter()
-        .enumerate()
-        .map(|(i, v)| volumes[..i].iter().position(|w| w.name == v.name))
+        .map(|v| v.mount_path.as_deref().map(lexical_key))
         .collect();
-    let keys: Vec<Cow<'_, str>> = volumes.iter().map(|v| lexical_key(&v.mount_path)).collect();
-    let first_with_mount_path: Vec<Option<usize>> = keys
-        .iter()
-        .enumerate()
-        .map(|(i, k)| keys[..i].iter().position(|other| other == k))
+    let first_with_mount_path: Vec<Option<usize>> = first_earlier(&keys)
+        .into_iter()
+        .zip(&keys)
+        .map(|(first, key)| first.filter(|_| key.is_some()))
         .collect();
     drop(keys);
 
@@ -522,6 +653,9 @@ fn check_volumes(
             pvc,
             ossfs,
             nfs,
+            // Kubernetes-only sources put the request in the Kubernetes form: never set here.
+            persistent_volume_claim: _,
+            host_path: _,
             mount_path,
             read_only,
             sub_path,
@@ -542,39 +676,26 @@ fn check_volumes(
             );
         }
 
-        let mount_path = match MountPath::from_string(mount_path) {
-            Ok(path) => {
-                if let Some(reason) = path.reserved_reason() {
-                    c.push(
-                        field("mountPath"),
-                        ErrorCode::VolumeReservedMountPath,
-                        reason,
-                    );
-                }
-                Some(path)
-            }
-            Err((e, _)) => {
-                c.push(field("mountPath"), e.code, e.reason);
+        let mount = match mount_path {
+            Some(mount_path) => check_mount(
+                c,
+                mount_path,
+                sub_path,
+                &field,
+                first_with_mount_path[i].map(|first| format!("volumes[{first}]")),
+            ),
+            None => {
+                c.push(
+                    field("mountPath"),
+                    ErrorCode::VolumeInvalidMountPath,
+                    "required: the absolute path where the volume appears in the sandbox (or, Kubernetes-style, list where each volume is mounted in a top-level mounts)",
+                );
+                check_sub_path(c, sub_path, &field);
                 None
             }
         };
-        if let Some(first) = first_with_mount_path[i] {
-            c.push(
-                field("mountPath"),
-                ErrorCode::VolumeDuplicateMountPath,
-                format!("volumes[{first}] mounts at the same path"),
-            );
-        }
 
-        let sub_path = match sub_path {
-            // An empty subPath means the backend's root, as in Kubernetes.
-            None => Some(None),
-            Some(s) if s.is_empty() => Some(None),
-            Some(s) => c
-                .take(|| field("subPath"), SubPath::from_string(s))
-                .map(Some),
-        };
-
+        let source_read_only = nfs.as_ref().is_some_and(|n| n.read_only);
         let backends = Backends {
             host,
             pvc,
@@ -583,19 +704,356 @@ fn check_volumes(
         };
         let source = check_backend(c, backends, i, policy);
 
-        if let (Some(name), Some(source), Some(mount_path), Some(sub_path)) =
-            (name, source, mount_path, sub_path)
-        {
+        if let (Some(name), Some(source), Some((mount_path, sub_path))) = (name, source, mount) {
             out.push(Volume {
                 name,
                 source,
                 mount_path,
                 sub_path,
-                read_only,
+                read_only: read_only || source_read_only,
             });
         }
     }
     out
+}
+
+/// The Kubernetes form: `volumes` name sources, `mounts` say where each is mounted; each mount
+/// becomes one volume of the model, named as [`wire::Volume`] documents.
+fn check_kubernetes_volumes(
+    c: &mut Collector,
+    volumes: Vec<wire::Volume>,
+    mounts: Vec<wire::VolumeMount>,
+    trigger: &str,
+    policy: &StoragePolicy,
+) -> Vec<Volume> {
+    let names: Vec<String> = volumes.iter().map(|v| v.name.clone()).collect();
+    let first_with_name = first_earlier(&names);
+    // For each mount, the index of the volume it names (the first one with that name).
+    let target: Vec<Option<usize>> = mounts
+        .iter()
+        .map(|m| names.iter().position(|n| *n == m.name))
+        .collect();
+    let keys: Vec<Cow<'_, str>> = mounts.iter().map(|m| lexical_key(&m.mount_path)).collect();
+    let first_with_mount_path = first_earlier(&keys);
+    drop(keys);
+
+    // The sources, checked once per volume however often it is mounted, with their read-only
+    // flag and name; `None` for a volume with a violation.
+    let mut sources: Vec<Option<(VolumeName, VolumeSource, bool)>> =
+        Vec::with_capacity(volumes.len());
+    for (i, volume) in volumes.into_iter().enumerate() {
+        let field = |name: &str| format!("volumes[{i}].{name}");
+        let berth_fields = berth_form_fields(&volume);
+        if let Some(first) = berth_fields.first() {
+            let form = kubernetes_form_field(&volume).map_or_else(|| trigger.to_owned(), &field);
+            c.push(
+                field(first),
+                ErrorCode::VolumeMixedForms,
+                format!(
+                    "{} belong to Berth's volume form, but this request uses the Kubernetes form ({form}); use one form: either every volume names host, pvc, ossfs or nfs and its own mountPath, or every volume names persistentVolumeClaim, hostPath or nfs and mounts says where it is mounted",
+                    berth_fields.join(", ")
+                ),
+            );
+            sources.push(None);
+            continue;
+        }
+        let name = match VolumeName::from_string(volume.name) {
+            Ok(n) => Some(n),
+            Err((e, _)) => {
+                c.push(field("name"), e.code, e.reason);
+                None
+            }
+        };
+        if let Some(first) = first_with_name[i] {
+            c.push(
+                field("name"),
+                ErrorCode::VolumeDuplicateName,
+                format!("the name of volumes[{first}] is used again"),
+            );
+        } else if !target.contains(&Some(i)) {
+            c.push(
+                field("name"),
+                ErrorCode::VolumeNotMounted,
+                "no entry of mounts names this volume; mount it (mounts: [{\"name\": …, \"mountPath\": …}]) or remove it",
+            );
+        }
+        let source = check_kubernetes_source(
+            c,
+            volume.persistent_volume_claim,
+            volume.host_path,
+            volume.nfs,
+            i,
+            policy,
+        );
+        sources.push(match (name, source) {
+            (Some(name), Some((source, read_only))) => Some((name, source, read_only)),
+            _ => None,
+        });
+    }
+
+    let mut out = Vec::with_capacity(mounts.len());
+    // Names taken so far: every volume's own, then each derived one as it is given out.
+    let mut taken: Vec<(String, String)> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.clone(), format!("volumes[{i}]")))
+        .collect();
+    let mut mounts_so_far = vec![0usize; sources.len()];
+    for (j, mount) in mounts.into_iter().enumerate() {
+        let field = |name: &str| format!("mounts[{j}].{name}");
+        let volume = match target[j] {
+            Some(i) => {
+                mounts_so_far[i] += 1;
+                sources[i].as_ref().map(|source| (source, mounts_so_far[i]))
+            }
+            None => {
+                let known: Vec<String> = names.iter().map(|n| quoted(n).to_string()).collect();
+                c.push(
+                    field("name"),
+                    ErrorCode::VolumeUnknownVolume,
+                    format!(
+                        "no entry of volumes is named {} (volumes: {})",
+                        quoted(&mount.name),
+                        if known.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                );
+                None
+            }
+        };
+        let name = volume
+            .and_then(|((volume_name, _, _), n)| mount_name(c, volume_name, n, &mut taken, j));
+        let checked = check_mount(
+            c,
+            mount.mount_path,
+            mount.sub_path,
+            &field,
+            first_with_mount_path[j].map(|first| format!("mounts[{first}]")),
+        );
+        if let (
+            Some(name),
+            Some(((_, source, source_read_only), _)),
+            Some((mount_path, sub_path)),
+        ) = (name, volume, checked)
+        {
+            out.push(Volume {
+                name,
+                source: source.clone(),
+                mount_path,
+                sub_path,
+                read_only: mount.read_only || *source_read_only,
+            });
+        }
+    }
+    out
+}
+
+/// The model name of mount `n` (from 1) of `volume`, recorded in `taken`; `None` after recording
+/// a clash with a name already taken.
+fn mount_name(
+    c: &mut Collector,
+    volume: &VolumeName,
+    n: usize,
+    taken: &mut Vec<(String, String)>,
+    j: usize,
+) -> Option<VolumeName> {
+    if n == 1 {
+        return Some(volume.clone());
+    }
+    let derived = derived_mount_name(volume.as_str(), n);
+    if let Some((_, holder)) = taken.iter().find(|(name, _)| *name == derived) {
+        c.push(
+            format!("mounts[{j}].name"),
+            ErrorCode::VolumeDuplicateName,
+            format!(
+                "mount {n} of volume {} is named {}, which {holder} already has; rename that volume",
+                quoted(volume.as_str()),
+                quoted(&derived)
+            ),
+        );
+        return None;
+    }
+    taken.push((derived.clone(), format!("mounts[{j}]")));
+    c.take(
+        || format!("mounts[{j}].name"),
+        VolumeName::from_string(derived),
+    )
+}
+
+/// The model name of mount number `n` (from 2) of volume `name`: `name-n`, with `name` cut short
+/// so the result stays a DNS label of at most 63 characters. `name` is a DNS label, so ASCII,
+/// and a cut never leaves a leading `-`.
+fn derived_mount_name(name: &str, n: usize) -> String {
+    let suffix = format!("-{n}");
+    let keep = name.len().min(63 - suffix.len());
+    format!("{}{suffix}", &name[..keep])
+}
+
+/// Kubernetes `hostPath.type` values, and whether Berth's host volumes honour them.
+fn check_host_path_type(kind: Option<&str>) -> Result<(), InvalidValue> {
+    match kind {
+        None | Some("" | "DirectoryOrCreate") => Ok(()),
+        Some(
+            kind
+            @ ("Directory" | "File" | "FileOrCreate" | "Socket" | "CharDevice" | "BlockDevice"),
+        ) => Err(InvalidValue::new(
+            ErrorCode::SandboxUnsupportedFeature,
+            format!(
+                "{} is not supported: Berth's host volumes behave as \"DirectoryOrCreate\" (a missing directory is created with its parent's owner, group and mode); give \"DirectoryOrCreate\", \"\" or no type",
+                quoted(kind)
+            ),
+        )),
+        Some(other) => Err(InvalidValue::new(
+            ErrorCode::SandboxInvalidParameter,
+            format!(
+                "{} is not a Kubernetes hostPath type; give \"DirectoryOrCreate\", \"\" or no type",
+                quoted(other)
+            ),
+        )),
+    }
+}
+
+/// A Kubernetes-form volume's source, with whether it forces its mounts read-only.
+fn check_kubernetes_source(
+    c: &mut Collector,
+    claim: Option<wire::PersistentVolumeClaimSource>,
+    host_path: Option<wire::HostPathSource>,
+    nfs: Option<wire::NfsBackend>,
+    i: usize,
+    policy: &StoragePolicy,
+) -> Option<(VolumeSource, bool)> {
+    let field = |name: &str| format!("volumes[{i}].{name}");
+    let set = [
+        ("persistentVolumeClaim", claim.is_some()),
+        ("hostPath", host_path.is_some()),
+        ("nfs", nfs.is_some()),
+    ];
+    if !exactly_one_backend(c, &set, i) {
+        return None;
+    }
+    if let Some(claim) = claim {
+        // A reference, as in Kubernetes: the claim must exist, Berth never creates it.
+        let claim_name = c.take(
+            || field("persistentVolumeClaim.claimName"),
+            ClaimName::from_string(claim.claim_name),
+        )?;
+        let source = VolumeSource::Pvc(PvcSource {
+            claim_name,
+            create_if_not_exists: false,
+            delete_on_sandbox_termination: false,
+            storage_class: None,
+            storage: None,
+            access_modes: Vec::new(),
+        });
+        return Some((source, claim.read_only));
+    }
+    if let Some(host) = host_path {
+        let kind_ok = c
+            .check(
+                || field("hostPath.type"),
+                check_host_path_type(host.kind.as_deref()),
+            )
+            .is_some();
+        let source = check_host(c, host.path, &|| field("hostPath.path"), policy);
+        return kind_ok.then_some((source?, false));
+    }
+    let nfs = nfs?;
+    let read_only = nfs.read_only;
+    Some((
+        check_nfs(c, nfs, &|name| field(&format!("nfs.{name}")))?,
+        read_only,
+    ))
+}
+
+/// Records a violation unless exactly one backend of `set` is given.
+fn exactly_one_backend(c: &mut Collector, set: &[(&str, bool)], i: usize) -> bool {
+    let given: Vec<&str> = set
+        .iter()
+        .filter(|(_, is_set)| *is_set)
+        .map(|(name, _)| *name)
+        .collect();
+    if given.len() == 1 {
+        return true;
+    }
+    let problem = if given.is_empty() {
+        "names no backend".to_owned()
+    } else {
+        format!("names {} backends ({})", given.len(), given.join(", "))
+    };
+    let all: Vec<&str> = set.iter().map(|(name, _)| *name).collect();
+    c.push(
+        format!("volumes[{i}]"),
+        ErrorCode::VolumeInvalidBackend,
+        format!("{problem}; set exactly one of {}", all.join(", ")),
+    );
+    false
+}
+
+/// A host directory: a normal absolute path under one of the policy's allowed roots.
+fn check_host(
+    c: &mut Collector,
+    path: String,
+    field: &dyn Fn() -> String,
+    policy: &StoragePolicy,
+) -> Option<VolumeSource> {
+    let path = c.take(field, HostPath::from_string(path))?;
+    if policy.allowed_host_roots.is_empty() {
+        c.push(
+            field(),
+            ErrorCode::VolumeHostPathNotAllowed,
+            "host volumes are disabled on this server: storage.allowed_host_paths is empty",
+        );
+        return None;
+    }
+    if !policy
+        .allowed_host_roots
+        .iter()
+        .any(|root| path.is_within(root))
+    {
+        let roots: Vec<&str> = policy
+            .allowed_host_roots
+            .iter()
+            .map(HostPath::as_str)
+            .collect();
+        c.push(
+            field(),
+            ErrorCode::VolumeHostPathNotAllowed,
+            format!(
+                "{} is not under an allowed root (storage.allowed_host_paths: {})",
+                quoted(path.as_str()),
+                roots.join(", ")
+            ),
+        );
+        return None;
+    }
+    Some(VolumeSource::Host { path })
+}
+
+/// An NFS export; `field` maps `server`, `path`, `options[j]` to their paths in the request.
+fn check_nfs(
+    c: &mut Collector,
+    nfs: wire::NfsBackend,
+    field: &dyn Fn(&str) -> String,
+) -> Option<VolumeSource> {
+    let server = c.take(|| field("server"), NfsServer::from_string(nfs.server));
+    let path = c.take(|| field("path"), NfsExportPath::from_string(nfs.path));
+    let options = check_options(
+        c,
+        nfs.options.as_deref(),
+        &|j| field(&format!("options[{j}]")),
+        MountOption::nfs,
+    );
+    match (server, path, options) {
+        (Some(server), Some(path), Some(options)) => Some(VolumeSource::Nfs(NfsSource {
+            server,
+            path,
+            options,
+        })),
+        _ => None,
+    }
 }
 
 /// The backend fields of one wire volume, moved out of it.
@@ -619,56 +1077,11 @@ fn check_backend(
         ("ossfs", backends.ossfs.is_some()),
         ("nfs", backends.nfs.is_some()),
     ];
-    if set.iter().filter(|(_, is_set)| *is_set).count() != 1 {
-        let given: Vec<&str> = set
-            .iter()
-            .filter(|(_, is_set)| *is_set)
-            .map(|(name, _)| *name)
-            .collect();
-        let problem = if given.is_empty() {
-            "names no backend".to_owned()
-        } else {
-            format!("names {} backends ({})", given.len(), given.join(", "))
-        };
-        c.push(
-            format!("volumes[{i}]"),
-            ErrorCode::VolumeInvalidBackend,
-            format!("{problem}; set exactly one of host, pvc, ossfs, nfs"),
-        );
+    if !exactly_one_backend(c, &set, i) {
         return None;
     }
     if let Some(host) = backends.host {
-        let path = c.take(|| field("host.path"), HostPath::from_string(host.path))?;
-        if policy.allowed_host_roots.is_empty() {
-            c.push(
-                field("host.path"),
-                ErrorCode::VolumeHostPathNotAllowed,
-                "host volumes are disabled on this server: storage.allowed_host_paths is empty",
-            );
-            return None;
-        }
-        if !policy
-            .allowed_host_roots
-            .iter()
-            .any(|root| path.is_within(root))
-        {
-            let roots: Vec<&str> = policy
-                .allowed_host_roots
-                .iter()
-                .map(HostPath::as_str)
-                .collect();
-            c.push(
-                field("host.path"),
-                ErrorCode::VolumeHostPathNotAllowed,
-                format!(
-                    "{} is not under an allowed root (storage.allowed_host_paths: {})",
-                    quoted(path.as_str()),
-                    roots.join(", ")
-                ),
-            );
-            return None;
-        }
-        return Some(VolumeSource::Host { path });
+        return check_host(c, host.path, &|| field("host.path"), policy);
     }
     if let Some(pvc) = backends.pvc {
         let claim_name = c.take(
@@ -758,22 +1171,7 @@ fn check_backend(
         };
     }
     let nfs = backends.nfs?;
-    let server = c.take(|| field("nfs.server"), NfsServer::from_string(nfs.server));
-    let path = c.take(|| field("nfs.path"), NfsExportPath::from_string(nfs.path));
-    let options = check_options(
-        c,
-        nfs.options.as_deref(),
-        &|j| field(&format!("nfs.options[{j}]")),
-        MountOption::nfs,
-    );
-    match (server, path, options) {
-        (Some(server), Some(path), Some(options)) => Some(VolumeSource::Nfs(NfsSource {
-            server,
-            path,
-            options,
-        })),
-        _ => None,
-    }
+    check_nfs(c, nfs, &|name| field(&format!("nfs.{name}")))
 }
 
 fn check_options(
@@ -816,7 +1214,9 @@ impl From<&SandboxSpec> for wire::CreateSandboxRequest {
                     pvc: None,
                     ossfs: None,
                     nfs: None,
-                    mount_path: v.mount_path.to_string(),
+                    persistent_volume_claim: None,
+                    host_path: None,
+                    mount_path: Some(v.mount_path.to_string()),
                     read_only: v.read_only,
                     sub_path: v.sub_path.as_ref().map(ToString::to_string),
                 };
@@ -856,6 +1256,7 @@ impl From<&SandboxSpec> for wire::CreateSandboxRequest {
                             server: n.server.to_string(),
                             path: n.path.as_str().to_owned(),
                             options: options(&n.options),
+                            read_only: false,
                         });
                     }
                 }

@@ -52,9 +52,13 @@ pub struct CreateSandboxRequest {
     /// Secured endpoint access (not implemented by Berth: `false` is accepted, `true` refused).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secure_access: Option<bool>,
-    /// Storage mounted into the sandbox.
+    /// Storage mounted into the sandbox, in one of two forms (see `Volume`): Berth's, where each
+    /// entry says where it is mounted, or the Kubernetes one, where `mounts` does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volumes: Option<Vec<Volume>>,
+    /// Kubernetes form only: where the `volumes` are mounted, as a Pod's `volumeMounts`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mounts: Option<Vec<VolumeMount>>,
     /// Provider-specific parameters (none implemented by Berth: refused unless empty).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extensions: Option<BTreeMap<String, String>>,
@@ -182,32 +186,106 @@ pub struct CredentialProxyConfig {
     pub enabled: bool,
 }
 
-/// One volume of a create request: a name, exactly one backend, where to mount it and how.
+/// One volume of a create request, in one of two forms; a request uses one form throughout.
+///
+/// - **Berth's form**: `name`, exactly one of `host`, `pvc`, `ossfs`, `nfs`, and `mountPath`, with
+///   optional `subPath` and `readOnly`. Each entry is one mount.
+/// - **The Kubernetes form** (as in a Pod spec): `name` and exactly one of `persistentVolumeClaim`,
+///   `hostPath`, `nfs`; where and how it is mounted is said by the request's top-level `mounts`.
+///   One volume may be mounted several times and every volume must be mounted. Each mount becomes
+///   one volume of Berth's form: the first mount of volume `v` is named `v`, its n-th mount
+///   (n ≥ 2, in `mounts` order) `v-n` (with `v` cut short so the name keeps within 63
+///   characters); a derived name that another volume already has is refused
+///   (`VOLUME::DUPLICATE_NAME`), never renamed again.
+///
+/// A request with a `mounts` entry, a `persistentVolumeClaim` or a `hostPath` is in the Kubernetes
+/// form; `host`, `pvc`, `ossfs`, `mountPath`, `subPath` or `readOnly: true` on one of its volumes is
+/// then `VOLUME::MIXED_FORMS`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Volume {
     /// DNS label, unique within the request.
     pub name: String,
-    /// Host directory backend.
+    /// Berth's form: host directory backend.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<HostBackend>,
-    /// Named volume / PersistentVolumeClaim backend.
+    /// Berth's form: named volume / PersistentVolumeClaim backend.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pvc: Option<PvcBackend>,
-    /// Alibaba Cloud OSS backend through ossfs.
+    /// Berth's form: Alibaba Cloud OSS backend through ossfs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ossfs: Option<OssfsBackend>,
-    /// NFS export backend.
+    /// Either form: NFS export backend.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nfs: Option<NfsBackend>,
+    /// Kubernetes form: an existing PersistentVolumeClaim (a named volume on Docker).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_volume_claim: Option<PersistentVolumeClaimSource>,
+    /// Kubernetes form: a host directory under one of the server's allowed roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_path: Option<HostPathSource>,
+    /// Berth's form, required there: absolute, normalised path inside the sandbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount_path: Option<String>,
+    /// Berth's form: mount read-only (default false).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub read_only: bool,
+    /// Berth's form: relative, normalised path below the backend's root to mount instead of the
+    /// root; empty means the root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_path: Option<String>,
+}
+
+/// Kubernetes form: a PersistentVolumeClaim reference, as in a Pod's `volumes`.
+///
+/// As in Kubernetes the claim must exist: it is never created (`createIfNotExists: false` in
+/// Berth's form), so a missing one is `VOLUME::PVC_NOT_FOUND`. Use Berth's `pvc` form to have
+/// Berth create it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PersistentVolumeClaimSource {
+    /// Claim (Docker: volume) name, a DNS-1123 subdomain.
+    pub claim_name: String,
+    /// Forces every mount of this volume read-only, as in Kubernetes (default false).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub read_only: bool,
+}
+
+/// Kubernetes form: a host directory, as in a Pod's `volumes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HostPathSource {
+    /// Absolute host path under one of the server's allowed roots (`storage.allowed_host_paths`).
+    pub path: String,
+    /// Kubernetes `hostPath.type`. Berth's host volumes behave as `DirectoryOrCreate` (a missing
+    /// directory is created with its parent's owner, group and mode, an existing regular file is
+    /// mounted as it is), so only absent, `""` and `DirectoryOrCreate` are accepted. Every other
+    /// Kubernetes type, `Directory` included (Berth cannot promise the directory already exists),
+    /// is `SANDBOX::UNSUPPORTED_FEATURE`; a value Kubernetes does not know is
+    /// `SANDBOX::INVALID_PARAMETER`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+}
+
+/// Kubernetes form: one mount of a volume named in `volumes`, as in a container's `volumeMounts`.
+///
+/// The mount is read-only when it says so or when its volume's source does
+/// (`persistentVolumeClaim.readOnly`, `nfs.readOnly`), as in Kubernetes where the source's flag
+/// forces every mount read-only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VolumeMount {
+    /// Name of the entry of `volumes` to mount.
+    pub name: String,
     /// Absolute, normalised path inside the sandbox.
     pub mount_path: String,
+    /// Relative, normalised path below the volume's root to mount instead of the root; empty
+    /// means the root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_path: Option<String>,
     /// Mount read-only (default false).
     #[serde(default, skip_serializing_if = "is_false")]
     pub read_only: bool,
-    /// Relative, normalised path below the backend's root to mount instead of the root.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sub_path: Option<String>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -282,7 +360,8 @@ impl fmt::Debug for OssfsBackend {
     }
 }
 
-/// NFS export.
+/// NFS export, in either form (Kubernetes spells it the same, with `readOnly` and without
+/// `options`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NfsBackend {
@@ -293,6 +372,9 @@ pub struct NfsBackend {
     /// Extra mount options from Berth's allowlist.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub options: Option<Vec<String>>,
+    /// Forces every mount of this export read-only, as in Kubernetes (default false).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub read_only: bool,
 }
 
 /// `202` body of `POST /v1/sandboxes`.

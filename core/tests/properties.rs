@@ -273,6 +273,7 @@ fn wire_volume(index: usize) -> impl Strategy<Value = wire::Volume> {
                     path: "/exports/a".into(),
                     options: (!options.is_empty())
                         .then(|| options.into_iter().map(Into::into).collect()),
+                    read_only: false,
                 })
             )),
     ];
@@ -289,11 +290,13 @@ fn wire_volume(index: usize) -> impl Strategy<Value = wire::Volume> {
                 pvc,
                 ossfs,
                 nfs,
-                mount_path: if clash {
+                persistent_volume_claim: None,
+                host_path: None,
+                mount_path: Some(if clash {
                     "/mnt/v0".into()
                 } else {
                     format!("/mnt/v{index}")
-                },
+                }),
                 read_only,
                 sub_path: sub_path.map(Into::into),
             },
@@ -367,6 +370,216 @@ fn wire_to_model_to_wire_round_trips() {
         let json = serde_json::to_string(&canonical).unwrap();
         let parsed: wire::CreateSandboxRequest = serde_json::from_str(&json).unwrap();
         prop_assert_eq!(parsed, canonical);
+        Ok(true)
+    });
+}
+
+/// A Kubernetes-form volume: a name from a small set (so clashes with derived names occur) and one
+/// source, mostly valid.
+fn kubernetes_volume() -> impl Strategy<Value = wire::Volume> {
+    let source = prop_oneof![
+        (
+            prop::sample::select(vec!["sessions", "team.sessions", "sessions", "S"]),
+            any::<bool>()
+        )
+            .prop_map(|(claim, read_only)| (
+                Some(wire::PersistentVolumeClaimSource {
+                    claim_name: claim.into(),
+                    read_only,
+                }),
+                None,
+                None
+            )),
+        (
+            prop::sample::select(vec!["/data/opensandbox/a", "/srv/shared", "/etc"]),
+            prop::sample::select(vec![
+                None,
+                Some(""),
+                Some("DirectoryOrCreate"),
+                Some("File")
+            ]),
+        )
+            .prop_map(|(path, kind)| (
+                None,
+                Some(wire::HostPathSource {
+                    path: path.into(),
+                    kind: kind.map(Into::into),
+                }),
+                None
+            )),
+        (
+            prop::sample::select(vec!["nas.example.org", "bad host"]),
+            any::<bool>()
+        )
+            .prop_map(|(server, read_only)| (
+                None,
+                None,
+                Some(wire::NfsBackend {
+                    server: server.into(),
+                    path: "/exports/a".into(),
+                    options: None,
+                    read_only,
+                })
+            )),
+    ];
+    (
+        prop::sample::select(vec![
+            "data".to_owned(),
+            "data-2".to_owned(),
+            "cache".to_owned(),
+            "logs".to_owned(),
+            "models".to_owned(),
+            "a".repeat(63),
+        ]),
+        source,
+    )
+        .prop_map(
+            |(name, (persistent_volume_claim, host_path, nfs))| wire::Volume {
+                name,
+                host: None,
+                pvc: None,
+                ossfs: None,
+                nfs,
+                persistent_volume_claim,
+                host_path,
+                mount_path: None,
+                read_only: false,
+                sub_path: None,
+            },
+        )
+}
+
+/// A Kubernetes-form request: 1 to 3 volumes, each mounted 0 to 3 times (mostly once), the
+/// mounts shuffled, now and then a mount of a volume that is not there or a repeated path.
+fn kubernetes_request() -> impl Strategy<Value = wire::CreateSandboxRequest> {
+    let mount = (
+        prop::option::of(prop::sample::select(vec!["uid-1/s-1", "", "uid-2", "../x"])),
+        any::<bool>(),
+        prop::bool::weighted(0.03),
+    );
+    (
+        prop::collection::vec(kubernetes_volume(), 1..4),
+        prop::collection::vec(
+            (
+                prop::sample::select(vec![1usize, 1, 1, 1, 2, 2, 3, 0]),
+                mount,
+            ),
+            3,
+        ),
+        prop::bool::weighted(0.05),
+    )
+        .prop_flat_map(|(volumes, mounts, ghost)| {
+            let mut list = Vec::new();
+            for (volume, (times, (sub_path, read_only, clash))) in volumes.iter().zip(mounts) {
+                for _ in 0..times {
+                    list.push((volume.name.clone(), sub_path, read_only, clash));
+                }
+            }
+            if ghost {
+                list.push(("ghost".to_owned(), None, false, false));
+            }
+            (Just(volumes), Just(list).prop_shuffle())
+        })
+        .prop_map(|(volumes, list)| {
+            let mounts = list
+                .into_iter()
+                .enumerate()
+                .map(
+                    |(j, (name, sub_path, read_only, clash))| wire::VolumeMount {
+                        name,
+                        mount_path: if clash && j > 0 {
+                            "/m0".to_owned()
+                        } else {
+                            format!("/m{j}")
+                        },
+                        sub_path: sub_path.map(str::to_owned),
+                        read_only,
+                    },
+                )
+                .collect();
+            wire::CreateSandboxRequest {
+                volumes: Some(volumes),
+                mounts: Some(mounts),
+                ..base_request()
+            }
+        })
+}
+
+/// The tables' valid base request, without volumes.
+fn base_request() -> wire::CreateSandboxRequest {
+    serde_json::from_value(common::request(json!({}))).unwrap()
+}
+
+/// The model name of the `n`-th mount (from 1) of volume `name`, computed from the rule as
+/// documented rather than by the validator's code.
+fn expected_mount_name(name: &str, n: usize) -> String {
+    if n == 1 {
+        return name.to_owned();
+    }
+    let suffix = format!("-{n}");
+    let prefix: String = name.chars().take(63 - suffix.len()).collect();
+    prefix + &suffix
+}
+
+#[test]
+fn the_kubernetes_form_validates_to_one_volume_per_mount_equal_to_berths_form() {
+    let policy = common::policy();
+    run("kubernetes form", kubernetes_request(), |request| {
+        let Ok(spec) = SandboxSpec::from_request(request.clone(), &policy) else {
+            return Ok(false);
+        };
+        let volumes = request.volumes.as_deref().unwrap_or_default();
+        let mounts = request.mounts.as_deref().unwrap_or_default();
+        prop_assert_eq!(spec.volumes.len(), mounts.len());
+        let mut seen: Vec<&str> = Vec::new();
+        for (j, (mount, model)) in mounts.iter().zip(&spec.volumes).enumerate() {
+            let source = volumes.iter().find(|v| v.name == mount.name).unwrap();
+            let n = mounts[..j].iter().filter(|m| m.name == mount.name).count() + 1;
+            prop_assert_eq!(model.name.as_str(), expected_mount_name(&mount.name, n));
+            prop_assert!(!seen.contains(&model.name.as_str()), "{} twice", model.name);
+            seen.push(model.name.as_str());
+            prop_assert_eq!(model.mount_path.as_str(), mount.mount_path.as_str());
+            prop_assert_eq!(
+                model.sub_path.as_ref().map(|s| s.as_str()),
+                mount.sub_path.as_deref().filter(|s| !s.is_empty())
+            );
+            let source_read_only = source
+                .persistent_volume_claim
+                .as_ref()
+                .is_some_and(|p| p.read_only)
+                || source.nfs.as_ref().is_some_and(|n| n.read_only);
+            prop_assert_eq!(model.read_only, mount.read_only || source_read_only);
+            match (&model.source, source) {
+                (
+                    berth_core::model::VolumeSource::Pvc(p),
+                    wire::Volume {
+                        persistent_volume_claim: Some(claim),
+                        ..
+                    },
+                ) => {
+                    prop_assert_eq!(p.claim_name.as_str(), claim.claim_name.as_str());
+                    prop_assert!(
+                        !p.create_if_not_exists,
+                        "a Kubernetes claim is never created"
+                    );
+                }
+                (
+                    berth_core::model::VolumeSource::Host { path },
+                    wire::Volume {
+                        host_path: Some(h), ..
+                    },
+                ) => prop_assert_eq!(path.as_str(), h.path.as_str()),
+                (berth_core::model::VolumeSource::Nfs(n), wire::Volume { nfs: Some(w), .. }) => {
+                    prop_assert_eq!(n.server.to_string(), w.server.clone())
+                }
+                (model, wire) => prop_assert!(false, "{model:?} from {wire:?}"),
+            }
+        }
+        // Berth's own form of the same spec validates to the same spec.
+        let berth_form = wire::CreateSandboxRequest::from(&spec);
+        prop_assert!(berth_form.mounts.is_none());
+        let again = SandboxSpec::from_request(berth_form, &policy);
+        prop_assert_eq!(again.as_ref(), Ok(&spec));
         Ok(true)
     });
 }

@@ -63,6 +63,19 @@ fn pvc(patch: Value) -> Value {
 
 /// Every table, keyed by the code it is about.
 fn tables() -> Vec<(ErrorCode, Vec<Row>)> {
+    let mut tables = berth_form_tables();
+    for (code, row) in kubernetes_rows() {
+        match tables.iter_mut().find(|(c, _)| *c == code) {
+            Some((_, rows)) => rows.push(row),
+            None => panic!("no table for {code}"),
+        }
+    }
+    tables.extend(kubernetes_tables());
+    tables
+}
+
+/// The tables of Berth's own form, one per code.
+fn berth_form_tables() -> Vec<(ErrorCode, Vec<Row>)> {
     let long_segment = "a".repeat(256);
     vec![
         (
@@ -807,6 +820,354 @@ fn tables() -> Vec<(ErrorCode, Vec<Row>)> {
     ]
 }
 
+/// A request in the Kubernetes form: `volumes` with their sources, `mounts` saying where.
+fn k8s(volumes: Vec<Value>, mounts: Vec<Value>) -> Value {
+    request(json!({ "volumes": volumes, "mounts": mounts }))
+}
+
+/// A Kubernetes-form volume `name` on claim `sessions`, with `patch` merged in.
+fn k8s_claim(name: &str, patch: Value) -> Value {
+    let mut v = json!({"name": name, "persistentVolumeClaim": {"claimName": "sessions"}});
+    common::merge(&mut v, patch);
+    v
+}
+
+/// A mount of volume `name` at `path`, with `patch` merged in.
+fn mount(name: &str, path: &str, patch: Value) -> Value {
+    let mut m = json!({"name": name, "mountPath": path});
+    common::merge(&mut m, patch);
+    m
+}
+
+/// The Kubernetes form's rows, each under the code it is about: the same rules as Berth's form,
+/// reported at the fields the user wrote, plus the rules only this form has.
+fn kubernetes_rows() -> Vec<(ErrorCode, Row)> {
+    let one = |what: &str, volume: Value, field: &str, code: ErrorCode| {
+        (
+            code,
+            row(
+                what,
+                k8s(vec![volume], vec![mount("work", "/workspace", json!({}))]),
+                &[(field, code)],
+            ),
+        )
+    };
+    let mount_row = |what: &str, patch: Value, field: &str, code: ErrorCode| {
+        (
+            code,
+            row(
+                what,
+                k8s(
+                    vec![k8s_claim("work", json!({}))],
+                    vec![
+                        mount("work", "/workspace", json!({})),
+                        mount("work", "/cache", patch),
+                    ],
+                ),
+                &[(field, code)],
+            ),
+        )
+    };
+    vec![
+        (
+            VolumeInvalidName,
+            row(
+                "kubernetes: uppercase name, mounted by that name",
+                k8s(
+                    vec![k8s_claim("Work", json!({}))],
+                    vec![mount("Work", "/workspace", json!({}))],
+                ),
+                &[("volumes[0].name", VolumeInvalidName)],
+            ),
+        ),
+        (
+            VolumeDuplicateName,
+            row(
+                "kubernetes: two volumes with one name",
+                k8s(
+                    vec![
+                        k8s_claim("work", json!({})),
+                        k8s_claim(
+                            "work",
+                            json!({"persistentVolumeClaim": {"claimName": "other"}}),
+                        ),
+                    ],
+                    vec![mount("work", "/workspace", json!({}))],
+                ),
+                &[("volumes[1].name", VolumeDuplicateName)],
+            ),
+        ),
+        (
+            VolumeDuplicateName,
+            row(
+                "kubernetes: a second mount's derived name is another volume's",
+                k8s(
+                    vec![k8s_claim("work", json!({})), k8s_claim("work-2", json!({}))],
+                    vec![
+                        mount("work", "/workspace", json!({})),
+                        mount("work-2", "/other", json!({})),
+                        mount("work", "/cache", json!({})),
+                    ],
+                ),
+                &[("mounts[2].name", VolumeDuplicateName)],
+            ),
+        ),
+        (
+            VolumeDuplicateName,
+            row(
+                "kubernetes: derived names of two cut-short names meet",
+                k8s(
+                    vec![
+                        k8s_claim(&format!("{}a", "x".repeat(62)), json!({})),
+                        k8s_claim(&format!("{}b", "x".repeat(62)), json!({})),
+                    ],
+                    vec![
+                        mount(&format!("{}a", "x".repeat(62)), "/a", json!({})),
+                        mount(&format!("{}b", "x".repeat(62)), "/b", json!({})),
+                        mount(&format!("{}a", "x".repeat(62)), "/a2", json!({})),
+                        mount(&format!("{}b", "x".repeat(62)), "/b2", json!({})),
+                    ],
+                ),
+                &[("mounts[3].name", VolumeDuplicateName)],
+            ),
+        ),
+        one(
+            "kubernetes: no source",
+            json!({"name": "work"}),
+            "volumes[0]",
+            VolumeInvalidBackend,
+        ),
+        one(
+            "kubernetes: two sources",
+            k8s_claim("work", json!({"hostPath": {"path": "/data/opensandbox"}})),
+            "volumes[0]",
+            VolumeInvalidBackend,
+        ),
+        mount_row(
+            "kubernetes: relative mountPath",
+            json!({"mountPath": "cache"}),
+            "mounts[1].mountPath",
+            VolumeInvalidMountPath,
+        ),
+        (
+            VolumeInvalidMountPath,
+            row(
+                "berth form: no mountPath",
+                with_volumes(vec![volume(json!({"mountPath": null}))]),
+                &[("volumes[0].mountPath", VolumeInvalidMountPath)],
+            ),
+        ),
+        mount_row(
+            "kubernetes: /proc",
+            json!({"mountPath": "/proc"}),
+            "mounts[1].mountPath",
+            VolumeReservedMountPath,
+        ),
+        mount_row(
+            "kubernetes: two mounts at one path",
+            json!({"mountPath": "/workspace"}),
+            "mounts[1].mountPath",
+            VolumeDuplicateMountPath,
+        ),
+        mount_row(
+            "kubernetes: dot-dot subPath",
+            json!({"subPath": "../up"}),
+            "mounts[1].subPath",
+            VolumeInvalidSubPath,
+        ),
+        one(
+            "kubernetes: relative hostPath",
+            json!({"name": "work", "hostPath": {"path": "data/opensandbox"}}),
+            "volumes[0].hostPath.path",
+            VolumeInvalidHostPath,
+        ),
+        one(
+            "kubernetes: hostPath outside the roots",
+            json!({"name": "work", "hostPath": {"path": "/etc"}}),
+            "volumes[0].hostPath.path",
+            VolumeHostPathNotAllowed,
+        ),
+        one(
+            "kubernetes: bad claimName",
+            k8s_claim(
+                "work",
+                json!({"persistentVolumeClaim": {"claimName": "My_Claim"}}),
+            ),
+            "volumes[0].persistentVolumeClaim.claimName",
+            VolumeInvalidPvcName,
+        ),
+        one(
+            "kubernetes: bad nfs server",
+            json!({"name": "work", "nfs": {"server": "a b", "path": "/exports"}}),
+            "volumes[0].nfs.server",
+            VolumeInvalidNfsServer,
+        ),
+        one(
+            "kubernetes: relative nfs path",
+            json!({"name": "work", "nfs": {"server": "nas", "path": "exports"}}),
+            "volumes[0].nfs.path",
+            VolumeInvalidNfsPath,
+        ),
+        one(
+            "kubernetes: nfs option off the allowlist",
+            json!({"name": "work", "nfs": {"server": "nas", "path": "/e", "options": ["addr=1.2.3.4"]}}),
+            "volumes[0].nfs.options[0]",
+            VolumeInvalidNfsOption,
+        ),
+        one(
+            "kubernetes: hostPath type Directory",
+            json!({"name": "work", "hostPath": {"path": "/data/opensandbox", "type": "Directory"}}),
+            "volumes[0].hostPath.type",
+            SandboxUnsupportedFeature,
+        ),
+        one(
+            "kubernetes: hostPath type File",
+            json!({"name": "work", "hostPath": {"path": "/data/opensandbox/f", "type": "File"}}),
+            "volumes[0].hostPath.type",
+            SandboxUnsupportedFeature,
+        ),
+        one(
+            "kubernetes: hostPath type Socket",
+            json!({"name": "work", "hostPath": {"path": "/data/opensandbox/s", "type": "Socket"}}),
+            "volumes[0].hostPath.type",
+            SandboxUnsupportedFeature,
+        ),
+        one(
+            "kubernetes: hostPath type misspelt",
+            json!({"name": "work", "hostPath": {"path": "/data/opensandbox", "type": "directory"}}),
+            "volumes[0].hostPath.type",
+            SandboxInvalidParameter,
+        ),
+        (
+            SandboxInvalidParameter,
+            row(
+                "kubernetes: 65 mounts",
+                k8s(
+                    vec![k8s_claim("work", json!({}))],
+                    (0..65)
+                        .map(|i| mount("work", &format!("/m{i}"), json!({})))
+                        .collect(),
+                ),
+                &[("mounts", SandboxInvalidParameter)],
+            ),
+        ),
+    ]
+}
+
+/// The rules only the Kubernetes form has: tables of their own.
+fn kubernetes_tables() -> Vec<(ErrorCode, Vec<Row>)> {
+    vec![
+        (
+            VolumeUnknownVolume,
+            vec![
+                row(
+                    "mount of a volume that is not there",
+                    k8s(
+                        vec![k8s_claim("work", json!({}))],
+                        vec![
+                            mount("work", "/workspace", json!({})),
+                            mount("cache", "/cache", json!({})),
+                        ],
+                    ),
+                    &[("mounts[1].name", VolumeUnknownVolume)],
+                ),
+                row(
+                    "mounts without volumes",
+                    request(json!({"mounts": [{"name": "work", "mountPath": "/w"}]})),
+                    &[("mounts[0].name", VolumeUnknownVolume)],
+                ),
+                row(
+                    "names compare exactly",
+                    k8s(
+                        vec![k8s_claim("work", json!({}))],
+                        vec![
+                            mount("work", "/workspace", json!({})),
+                            mount("Work", "/cache", json!({})),
+                        ],
+                    ),
+                    &[("mounts[1].name", VolumeUnknownVolume)],
+                ),
+            ],
+        ),
+        (
+            VolumeNotMounted,
+            vec![
+                row(
+                    "volume never mounted",
+                    k8s(
+                        vec![k8s_claim("work", json!({})), k8s_claim("cache", json!({}))],
+                        vec![mount("work", "/workspace", json!({}))],
+                    ),
+                    &[("volumes[1].name", VolumeNotMounted)],
+                ),
+                row(
+                    "a Kubernetes source and no mounts",
+                    with_volumes(vec![k8s_claim("work", json!({}))]),
+                    &[("volumes[0].name", VolumeNotMounted)],
+                ),
+            ],
+        ),
+        (
+            VolumeMixedForms,
+            vec![
+                row(
+                    "berth volume beside mounts",
+                    k8s(
+                        vec![volume(json!({}))],
+                        vec![mount("work", "/other", json!({}))],
+                    ),
+                    &[("volumes[0].mountPath", VolumeMixedForms)],
+                ),
+                row(
+                    "berth and kubernetes volumes in one request",
+                    with_volumes(vec![
+                        volume(json!({})),
+                        json!({"name": "data", "hostPath": {"path": "/data/opensandbox"}}),
+                    ]),
+                    &[
+                        ("volumes[0].mountPath", VolumeMixedForms),
+                        ("volumes[1].name", VolumeNotMounted),
+                    ],
+                ),
+                row(
+                    "pvc and persistentVolumeClaim in one volume",
+                    k8s(
+                        vec![k8s_claim("work", json!({"pvc": {"claimName": "x2"}}))],
+                        vec![mount("work", "/workspace", json!({}))],
+                    ),
+                    &[("volumes[0].pvc", VolumeMixedForms)],
+                ),
+                row(
+                    "subPath on a kubernetes volume",
+                    k8s(
+                        vec![k8s_claim("work", json!({"subPath": "a"}))],
+                        vec![mount("work", "/workspace", json!({}))],
+                    ),
+                    &[("volumes[0].subPath", VolumeMixedForms)],
+                ),
+                row(
+                    "readOnly on a kubernetes volume",
+                    k8s(
+                        vec![k8s_claim("work", json!({"readOnly": true}))],
+                        vec![mount("work", "/workspace", json!({}))],
+                    ),
+                    &[("volumes[0].readOnly", VolumeMixedForms)],
+                ),
+                row(
+                    "ossfs beside mounts",
+                    k8s(
+                        vec![json!({"name": "work", "ossfs": {"bucket": "my-bucket",
+                            "endpoint": "oss-cn-hangzhou.aliyuncs.com",
+                            "accessKeyId": "AKID", "accessKeySecret": "s3cr3t"}})],
+                        vec![mount("work", "/workspace", json!({}))],
+                    ),
+                    &[("volumes[0].ossfs", VolumeMixedForms)],
+                ),
+            ],
+        ),
+    ]
+}
+
 fn run_rows(rows: &[Row]) -> Vec<String> {
     let mut failures = Vec::new();
     for row in rows {
@@ -886,6 +1247,9 @@ table_tests! {
     sandbox_invalid_parameter => SandboxInvalidParameter,
     sandbox_unsupported_feature => SandboxUnsupportedFeature,
     sandbox_invalid_metadata_label => SandboxInvalidMetadataLabel,
+    volume_unknown_volume => VolumeUnknownVolume,
+    volume_not_mounted => VolumeNotMounted,
+    volume_mixed_forms => VolumeMixedForms,
 }
 
 #[test]
@@ -1201,5 +1565,235 @@ fn every_code_core_can_produce_has_a_test() {
     assert_eq!(
         classified, all,
         "every code must be classified exactly once"
+    );
+}
+
+/// Kubernetes-form requests right next to a rule that must pass.
+#[test]
+fn kubernetes_form_near_misses_are_accepted() {
+    let long = "v".repeat(63);
+    let accepted = [
+        (
+            "claim mounted once",
+            k8s(
+                vec![k8s_claim("work", json!({}))],
+                vec![mount("work", "/workspace", json!({}))],
+            ),
+        ),
+        (
+            "claim mounted three times",
+            k8s(
+                vec![k8s_claim("work", json!({}))],
+                vec![
+                    mount("work", "/workspace", json!({"subPath": "uid-1/s-1"})),
+                    mount("work", "/cache", json!({"subPath": "uid-1/cache"})),
+                    mount("work", "/all", json!({"readOnly": true})),
+                ],
+            ),
+        ),
+        (
+            "hostPath without type, empty type, DirectoryOrCreate",
+            k8s(
+                vec![
+                    json!({"name": "a", "hostPath": {"path": "/data/opensandbox/a"}}),
+                    json!({"name": "b", "hostPath": {"path": "/data/opensandbox/b", "type": ""}}),
+                    json!({"name": "c", "hostPath": {"path": "/srv/shared", "type": "DirectoryOrCreate"}}),
+                ],
+                vec![
+                    mount("a", "/a", json!({})),
+                    mount("b", "/b", json!({})),
+                    mount("c", "/c", json!({})),
+                ],
+            ),
+        ),
+        (
+            "nfs with readOnly and Berth's options",
+            k8s(
+                vec![
+                    json!({"name": "n", "nfs": {"server": "fd00::1", "path": "/e", "readOnly": true, "options": ["vers=4.1"]}}),
+                ],
+                vec![mount("n", "/n", json!({}))],
+            ),
+        ),
+        (
+            "claim readOnly false, mount readOnly false, empty subPath",
+            k8s(
+                vec![k8s_claim(
+                    "work",
+                    json!({"persistentVolumeClaim": {"readOnly": false}}),
+                )],
+                vec![mount(
+                    "work",
+                    "/workspace",
+                    json!({"readOnly": false, "subPath": ""}),
+                )],
+            ),
+        ),
+        (
+            "readOnly false on a kubernetes volume changes nothing",
+            k8s(
+                vec![k8s_claim("work", json!({"readOnly": false}))],
+                vec![mount("work", "/workspace", json!({}))],
+            ),
+        ),
+        (
+            "63-character name mounted twice",
+            k8s(
+                vec![k8s_claim(&long, json!({}))],
+                vec![mount(&long, "/a", json!({})), mount(&long, "/b", json!({}))],
+            ),
+        ),
+        (
+            "a volume named like a derived name, with no second mount to clash",
+            k8s(
+                vec![k8s_claim("work", json!({})), k8s_claim("work-2", json!({}))],
+                vec![
+                    mount("work", "/a", json!({})),
+                    mount("work-2", "/b", json!({})),
+                ],
+            ),
+        ),
+        (
+            "64 mounts of one volume",
+            k8s(
+                vec![k8s_claim("work", json!({}))],
+                (0..64)
+                    .map(|i| mount("work", &format!("/m{i}"), json!({})))
+                    .collect(),
+            ),
+        ),
+        (
+            "empty mounts beside Berth's form",
+            request(json!({"volumes": [volume(json!({}))], "mounts": []})),
+        ),
+        ("empty mounts alone", request(json!({"mounts": []}))),
+    ];
+    let mut failures = Vec::new();
+    for (what, request) in accepted {
+        if let Err(v) = validate(request, &policy()) {
+            failures.push(format!("{what}: {v}"));
+        }
+    }
+    assert!(failures.is_empty(), "refused:\n{}", failures.join("\n"));
+}
+
+/// Each mount is one volume of the model: named by the documented rule, read-only when the mount
+/// or the source says so, and a claim is a reference that is never created.
+#[test]
+fn kubernetes_mounts_become_model_volumes() {
+    let long = "v".repeat(63);
+    let spec = validate(
+        k8s(
+            vec![
+                k8s_claim("work", json!({})),
+                k8s_claim(
+                    "ro",
+                    json!({"persistentVolumeClaim": {"claimName": "shared", "readOnly": true}}),
+                ),
+                json!({"name": "n", "nfs": {"server": "nas", "path": "/e", "readOnly": true}}),
+                k8s_claim(&long, json!({})),
+            ],
+            vec![
+                mount("work", "/w1", json!({})),
+                mount("ro", "/r1", json!({})),
+                mount("work", "/w2", json!({"readOnly": true, "subPath": "a"})),
+                mount("ro", "/r2", json!({"readOnly": false})),
+                mount("n", "/n", json!({})),
+                mount("work", "/w3", json!({})),
+                mount(&long, "/l1", json!({})),
+                mount(&long, "/l2", json!({})),
+            ],
+        ),
+        &policy(),
+    )
+    .unwrap();
+    let got: Vec<(&str, &str, Option<&str>, bool)> = spec
+        .volumes
+        .iter()
+        .map(|v| {
+            (
+                v.name.as_str(),
+                v.mount_path.as_str(),
+                v.sub_path.as_ref().map(|s| s.as_str()),
+                v.read_only,
+            )
+        })
+        .collect();
+    let long_2 = format!("{}-2", "v".repeat(61));
+    assert_eq!(
+        got,
+        [
+            ("work", "/w1", None, false),
+            ("ro", "/r1", None, true),
+            ("work-2", "/w2", Some("a"), true),
+            ("ro-2", "/r2", None, true),
+            ("n", "/n", None, true),
+            ("work-3", "/w3", None, false),
+            (long.as_str(), "/l1", None, false),
+            (long_2.as_str(), "/l2", None, false),
+        ]
+    );
+    for volume in &spec.volumes {
+        if let berth_core::model::VolumeSource::Pvc(p) = &volume.source {
+            assert!(
+                !p.create_if_not_exists && !p.delete_on_sandbox_termination,
+                "{p:?}"
+            );
+        }
+    }
+}
+
+/// A mixing refusal names the field of each form, so the user sees what clashes with what.
+#[test]
+fn mixing_the_forms_names_both() {
+    let msg = |r: Value| validate(r, &policy()).unwrap_err().to_string();
+    let m = msg(k8s(
+        vec![volume(json!({}))],
+        vec![mount("work", "/other", json!({}))],
+    ));
+    assert!(
+        m.starts_with("volumes[0].mountPath: ")
+            && m.contains("mountPath, pvc")
+            && m.contains("(mounts)"),
+        "{m}"
+    );
+    let m = msg(with_volumes(vec![
+        volume(json!({})),
+        json!({"name": "data", "hostPath": {"path": "/data/opensandbox"}}),
+    ]));
+    assert!(
+        m.starts_with("volumes[0].mountPath: ") && m.contains("(volumes[1].hostPath)"),
+        "{m}"
+    );
+    let m = msg(k8s(
+        vec![k8s_claim("work", json!({"pvc": {"claimName": "x2"}}))],
+        vec![mount("work", "/workspace", json!({}))],
+    ));
+    assert!(
+        m.starts_with("volumes[0].pvc: ") && m.contains("(volumes[0].persistentVolumeClaim)"),
+        "{m}"
+    );
+    let m = msg(k8s(
+        vec![k8s_claim("work", json!({}))],
+        vec![
+            mount("work", "/workspace", json!({})),
+            mount("cache", "/cache", json!({})),
+        ],
+    ));
+    assert!(
+        m.contains("\"cache\"") && m.contains("(volumes: \"work\")"),
+        "{m}"
+    );
+    let m = msg(k8s(
+        vec![k8s_claim("work", json!({})), k8s_claim("work-2", json!({}))],
+        vec![
+            mount("work", "/a", json!({})),
+            mount("work-2", "/b", json!({})),
+            mount("work", "/c", json!({})),
+        ],
+    ));
+    assert!(
+        m.contains("\"work-2\", which volumes[1] already has"),
+        "{m}"
     );
 }

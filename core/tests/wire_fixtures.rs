@@ -48,6 +48,8 @@ const FIXTURES: &[(&str, Option<(&str, ErrorCode)>)] = &[
     ),
     ("session-volumes.json", None),
     ("sdk-create.json", None),
+    ("kubernetes-volumes.json", None),
+    ("kubernetes-volumes-berth-form.json", None),
 ];
 
 #[test]
@@ -72,7 +74,8 @@ fn fixtures_deserialize_round_trip_and_validate_as_expected() {
         let back = serde_json::to_value(&request).unwrap();
         let again: wire::CreateSandboxRequest = serde_json::from_value(back.clone()).unwrap();
         assert_eq!(again, request, "{name}: struct round trip");
-        // Serialising drops only `readOnly: false` (the default); everything else survives as sent.
+        // Serialising drops only `readOnly: false` (the default, at every level); everything
+        // else survives as sent.
         let mut sent = json.clone();
         strip_false_read_only(&mut sent);
         assert_eq!(back, sent, "{name}: JSON round trip");
@@ -91,13 +94,36 @@ fn fixtures_deserialize_round_trip_and_validate_as_expected() {
 }
 
 fn strip_false_read_only(v: &mut Value) {
-    if let Some(volumes) = v.get_mut("volumes").and_then(Value::as_array_mut) {
-        for volume in volumes {
-            if volume.get("readOnly") == Some(&json!(false)) {
-                volume.as_object_mut().unwrap().remove("readOnly");
+    match v {
+        Value::Object(map) => {
+            if map.get("readOnly") == Some(&json!(false)) {
+                map.remove("readOnly");
             }
+            map.values_mut().for_each(strip_false_read_only);
         }
+        Value::Array(items) => items.iter_mut().for_each(strip_false_read_only),
+        _ => {}
     }
+}
+
+/// The request a Kubernetes user writes and Berth's own spelling of it are one sandbox: both
+/// fixtures validate to the same spec, and that spec's canonical request is Berth's form.
+#[test]
+fn the_kubernetes_form_validates_to_the_same_spec_as_berths_form() {
+    let kubernetes =
+        common::validate(fixture("kubernetes-volumes.json"), &common::policy()).unwrap();
+    let berth = common::validate(
+        fixture("kubernetes-volumes-berth-form.json"),
+        &common::policy(),
+    )
+    .unwrap();
+    assert_eq!(kubernetes, berth);
+    assert_eq!(kubernetes.volumes.len(), 5, "one volume per mount");
+    let canonical = serde_json::to_value(wire::CreateSandboxRequest::from(&kubernetes)).unwrap();
+    assert!(canonical.get("mounts").is_none(), "{canonical}");
+    let mut berth_json = fixture("kubernetes-volumes-berth-form.json");
+    strip_false_read_only(&mut berth_json);
+    assert_eq!(canonical["volumes"], berth_json["volumes"]);
 }
 
 #[test]
@@ -144,7 +170,18 @@ fn unknown_fields_are_refused_at_every_level() {
         &["volumes", "2", "ossfs"],
         &["volumes", "3", "nfs"],
     ];
-    for place in places {
+    let kubernetes = fixture("kubernetes-volumes.json");
+    let kubernetes_places: &[&[&str]] = &[
+        &["volumes", "0", "persistentVolumeClaim"],
+        &["volumes", "1", "nfs"],
+        &["volumes", "2", "hostPath"],
+        &["mounts", "0"],
+    ];
+    let cases = places
+        .iter()
+        .map(|p| (&base, p))
+        .chain(kubernetes_places.iter().map(|p| (&kubernetes, p)));
+    for (base, place) in cases {
         let mut json = base.clone();
         let mut target = &mut json;
         for key in *place {

@@ -270,7 +270,9 @@ fn pvc_volume(
         }),
         ossfs: None,
         nfs: None,
-        mount_path: mount.to_owned(),
+        persistent_volume_claim: None,
+        host_path: None,
+        mount_path: Some(mount.to_owned()),
         read_only: false,
         sub_path: sub_path.map(str::to_owned),
     }
@@ -678,7 +680,9 @@ async fn volumes_reported(ctx: &mut Context<'_>) -> CheckResult {
             pvc: None,
             ossfs: None,
             nfs: None,
-            mount_path: "/workspace/host".into(),
+            persistent_volume_claim: None,
+            host_path: None,
+            mount_path: Some("/workspace/host".into()),
             read_only: false,
             sub_path: None,
         });
