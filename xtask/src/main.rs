@@ -6,7 +6,11 @@
 //! - `bench`: the benchmarks.
 //! - `test-image`: builds the image the Docker tests run (`berth-test/busybox:latest`).
 //! - `openapi`: rewrites `api/openapi.yaml` from the Rust types.
+//! - `k8s-env`: a real single-node Kubernetes for the Kubernetes runtime's tests (`k8s_env`).
+//! - `test-k8s`: brings that cluster up and runs the Kubernetes runtime's cluster tests (not yet
+//!   part of `test`).
 
+mod k8s_env;
 mod test_image;
 
 use std::process::{Command, ExitCode};
@@ -19,9 +23,11 @@ fn main() -> ExitCode {
         Some("bench") => test_image::ensure().and_then(|()| cargo(&["bench", "--workspace"])),
         Some("test-image") => test_image::ensure(),
         Some("openapi") => openapi(),
+        Some("k8s-env") => k8s_env::main(&args[1..]),
+        Some("test-k8s") => test_k8s(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | test [cargo test args] | bench | test-image | openapi>"
+                "usage: cargo xtask <ci | test [cargo test args] | bench | test-image | openapi | k8s-env | test-k8s>"
             );
             return ExitCode::from(2);
         }
@@ -110,6 +116,16 @@ fn test(extra: &[String]) -> Result<(), String> {
     let result = cargo(&args);
     sweep_test_leftovers();
     result
+}
+
+/// The Kubernetes runtime's tests on the test cluster (brought up if it is not; left up).
+fn test_k8s() -> Result<(), String> {
+    test_image::ensure()?;
+    k8s_env::main(&["up".to_owned()])?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    run(Command::new(cargo)
+        .args(["test", "-p", "berth-k8s", "--test", "k8s_cluster"])
+        .env("BERTH_K8S_KUBECONFIG", k8s_env::kubeconfig_path()))
 }
 
 /// Removes containers and volumes of earlier test runs that could not clean up (a killed run):
