@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use berth_core::model::HostPath;
 use berth_core::runtime::Runtime;
-use berth_core::testkit::conformance::{self, ConformanceTarget};
+use berth_core::testkit::conformance::{self, AfterDelete, ConformanceTarget};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_docker_runtime_passes_the_conformance_suite() {
@@ -23,6 +23,8 @@ async fn the_docker_runtime_passes_the_conformance_suite() {
         host_root: Some(host_root),
         endpoint_port: 8080,
         run_id: env.short_run_id(),
+        // Strict: a deleted sandbox is 404 at once.
+        after_delete: AfterDelete::Gone,
     };
     let report = conformance::run(&target).await;
     drop(target);

@@ -1,5 +1,6 @@
-//! The in-memory runtime passes the conformance suite, and its failure switches produce the
-//! runtime error codes the API maps.
+//! The in-memory runtime passes the conformance suite (also without pause, as its capabilities
+//! then say; and with slow deletes only where the target allows `Stopping` for a while), and its
+//! failure switches produce the runtime error codes the API maps.
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly by design.
 
@@ -9,7 +10,7 @@ use berth_core::ErrorCode;
 use berth_core::model::{ClaimName, SandboxId, SandboxSpec, SandboxState};
 use berth_core::runtime::{CreateSandbox, Runtime};
 use berth_core::testkit::InMemoryRuntime;
-use berth_core::testkit::conformance::{self, ConformanceTarget, Outcome};
+use berth_core::testkit::conformance::{self, AfterDelete, ConformanceTarget, Outcome};
 use berth_core::validate::StoragePolicy;
 use berth_core::wire;
 use chrono::Utc;
@@ -25,6 +26,7 @@ fn target(runtime: Arc<InMemoryRuntime>) -> ConformanceTarget {
         host_root: Some(berth_core::model::HostPath::new("/srv/berth-conformance").unwrap()),
         endpoint_port: 8080,
         run_id: "mem".into(),
+        after_delete: AfterDelete::Gone,
     }
 }
 
@@ -42,6 +44,49 @@ async fn passes_the_conformance_suite() {
         runtime.list().await.unwrap().is_empty(),
         "the suite left sandboxes behind"
     );
+}
+
+/// A runtime without pause passes when its capabilities say so: pause and resume are then
+/// checked to answer `SANDBOX::UNSUPPORTED_FEATURE`, not skipped.
+#[tokio::test]
+async fn a_runtime_without_pause_passes_when_its_capabilities_say_so() {
+    let mut caps = InMemoryRuntime::new().capabilities();
+    caps.pause = false;
+    let runtime = Arc::new(InMemoryRuntime::new().with_capabilities(caps));
+    runtime.add_image(IMAGE);
+    let report = conformance::run(&target(runtime)).await;
+    report.assert_passed();
+    assert!(
+        report
+            .results
+            .iter()
+            .any(|(n, o)| *n == "pause_resume" && *o == Outcome::Passed)
+    );
+}
+
+/// Deletes that finish later (`Stopping` for a few reads, then 404) fail the strict suite that
+/// Docker runs with, and pass where the target allows them for a bound.
+#[tokio::test]
+async fn slow_deletes_pass_only_where_the_target_allows_them() {
+    let runtime = Arc::new(InMemoryRuntime::new());
+    runtime.add_image(IMAGE);
+    runtime.simulate_slow_delete(3);
+    let strict = conformance::run(&target(runtime.clone())).await;
+    assert!(
+        strict
+            .results
+            .iter()
+            .any(|(n, o)| *n == "delete" && matches!(o, Outcome::Failed(_))),
+        "{strict:?}"
+    );
+    let sleep: conformance::Sleep = Arc::new(|d| Box::pin(tokio::time::sleep(d)));
+    let mut lenient = target(runtime.clone());
+    lenient.run_id = "mem2".into();
+    lenient.after_delete = AfterDelete::StoppingThenGone {
+        within: std::time::Duration::from_secs(10),
+        sleep,
+    };
+    conformance::run(&lenient).await.assert_passed();
 }
 
 /// The suite must be able to fail: a runtime that forgets a rule is caught.

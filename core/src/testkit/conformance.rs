@@ -37,6 +37,45 @@ pub struct ConformanceTarget {
     pub endpoint_port: u16,
     /// A short DNS-label-safe id for this run (at most 20 characters).
     pub run_id: String,
+    /// What a delete may look like from outside; strict (gone at once) by default.
+    pub after_delete: AfterDelete,
+}
+
+/// Waits for a while: the suite has no timer of its own (core has no async runtime), so a
+/// target that needs to poll brings one, e.g. `Arc::new(|d| Box::pin(tokio::time::sleep(d)))`.
+pub type Sleep = Arc<
+    dyn Fn(std::time::Duration) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// What `get` may answer right after a `delete` returned.
+#[derive(Clone, Default)]
+pub enum AfterDelete {
+    /// 404 at once, and a second delete is 404 (Docker, the in-memory runtime).
+    #[default]
+    Gone,
+    /// The sandbox may still be reported in state `Stopping` (and nothing else) for up to
+    /// `within`, then 404; a delete meanwhile succeeds or is 404. A cluster whose kubelet takes
+    /// seconds to finish a graceful Pod deletion needs this.
+    StoppingThenGone {
+        /// The bound.
+        within: std::time::Duration,
+        /// How to wait between polls.
+        sleep: Sleep,
+    },
+}
+
+impl std::fmt::Debug for AfterDelete {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Gone => f.write_str("Gone"),
+            Self::StoppingThenGone { within, .. } => f
+                .debug_struct("StoppingThenGone")
+                .field("within", within)
+                .finish_non_exhaustive(),
+        }
+    }
 }
 
 /// The outcome of one check.
@@ -218,12 +257,49 @@ impl Context<'_> {
             .map_err(|e| format!("create failed: {e}"))
     }
 
+    /// After `delete` returned: waits (within the target's bound) until `get` answers 404,
+    /// checking that meanwhile it answers only `Stopping`.
+    async fn until_gone(&self, id: &SandboxId) -> Result<(), String> {
+        let (within, sleep) = match &self.target.after_delete {
+            AfterDelete::Gone => {
+                return expect_code(
+                    self.runtime().get(id).await,
+                    ErrorCode::SandboxNotFound,
+                    "get after delete",
+                );
+            }
+            AfterDelete::StoppingThenGone { within, sleep } => (*within, sleep),
+        };
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            match self.runtime().get(id).await {
+                Err(e) if e.code() == ErrorCode::SandboxNotFound => return Ok(()),
+                Err(e) => return Err(format!("get after delete: {e}")),
+                Ok(r) if r.status.state != SandboxState::Stopping => {
+                    return Err(format!(
+                        "get after delete answers {} (only Stopping, then 404, is allowed)",
+                        r.status.state
+                    ));
+                }
+                Ok(_) if std::time::Instant::now() >= deadline => {
+                    return Err(format!("still Stopping {within:?} after delete"));
+                }
+                Ok(_) => sleep(std::time::Duration::from_millis(200)).await,
+            }
+        }
+    }
+
     /// Deletes what the check created; a sandbox that should not exist but does is reported.
     async fn cleanup(&mut self) -> Result<(), String> {
         let mut problems = Vec::new();
         for id in std::mem::take(&mut self.created) {
             match self.runtime().delete(&id).await {
-                Ok(()) | Err(RuntimeError::NotFound { .. }) => {}
+                Ok(()) => {
+                    if let Err(e) = self.until_gone(&id).await {
+                        problems.push(format!("{id}: {e}"));
+                    }
+                }
+                Err(RuntimeError::NotFound { .. }) => {}
                 Err(e) => problems.push(format!("deleting {id}: {e}")),
             }
         }
@@ -529,11 +605,7 @@ async fn delete_if_expired(ctx: &mut Context<'_>) -> CheckResult {
         .await
         .map_err(|e| format!("delete_if_expired after expiry: {e}"))?;
     ensure!(reaped, "an expired sandbox was not reaped");
-    expect_code(
-        rt.get(&id).await,
-        ErrorCode::SandboxNotFound,
-        "get after an expired delete",
-    )?;
+    ctx.until_gone(&id).await?;
     expect_code(
         rt.delete_if_expired(&id, now).await,
         ErrorCode::SandboxNotFound,
@@ -544,9 +616,31 @@ async fn delete_if_expired(ctx: &mut Context<'_>) -> CheckResult {
 
 async fn pause_resume(ctx: &mut Context<'_>) -> CheckResult {
     if !ctx.runtime().capabilities().pause {
-        return Ok(Outcome::Skipped(
-            "the runtime reports no pause support".into(),
-        ));
+        // Said so in the capabilities: both answer 400 UNSUPPORTED_FEATURE, and the sandbox
+        // keeps running.
+        let created = ctx.create_ok(ctx.request()).await?;
+        let rt = ctx.runtime();
+        expect_code(
+            rt.pause(&created.id).await,
+            ErrorCode::SandboxUnsupportedFeature,
+            "pause where capabilities say no",
+        )?;
+        expect_code(
+            rt.resume(&created.id).await,
+            ErrorCode::SandboxUnsupportedFeature,
+            "resume where capabilities say no",
+        )?;
+        let state = rt
+            .get(&created.id)
+            .await
+            .map_err(|e| format!("get: {e}"))?
+            .status
+            .state;
+        ensure!(
+            state == SandboxState::Running,
+            "after a refused pause the state is {state}"
+        );
+        return Ok(Outcome::Passed);
     }
     let created = ctx.create_ok(ctx.request()).await?;
     let id = created.id.clone();
@@ -592,15 +686,23 @@ async fn delete(ctx: &mut Context<'_>) -> CheckResult {
     rt.delete(&created.id)
         .await
         .map_err(|e| format!("delete: {e}"))?;
-    expect_code(
-        rt.get(&created.id).await,
-        ErrorCode::SandboxNotFound,
-        "get after delete",
-    )?;
+    match ctx.target.after_delete {
+        AfterDelete::Gone => expect_code(
+            rt.delete(&created.id).await,
+            ErrorCode::SandboxNotFound,
+            "second delete",
+        )?,
+        // A delete while Stopping is fine (204), as is 404 once gone.
+        AfterDelete::StoppingThenGone { .. } => match rt.delete(&created.id).await {
+            Ok(()) | Err(RuntimeError::NotFound { .. }) => {}
+            Err(e) => return Err(format!("second delete: {e}")),
+        },
+    }
+    ctx.until_gone(&created.id).await?;
     expect_code(
         rt.delete(&created.id).await,
         ErrorCode::SandboxNotFound,
-        "second delete",
+        "delete once gone",
     )?;
     let all = rt.list().await.map_err(|e| format!("list: {e}"))?;
     ensure!(
@@ -622,8 +724,10 @@ async fn unknown_id(ctx: &mut Context<'_>) -> CheckResult {
         not_found,
         "delete_if_expired",
     )?;
-    expect_code(rt.pause(&id).await, not_found, "pause")?;
-    expect_code(rt.resume(&id).await, not_found, "resume")?;
+    if rt.capabilities().pause {
+        expect_code(rt.pause(&id).await, not_found, "pause")?;
+        expect_code(rt.resume(&id).await, not_found, "resume")?;
+    }
     expect_code(
         rt.renew(&id, Utc::now() + TimeDelta::hours(1)).await,
         not_found,

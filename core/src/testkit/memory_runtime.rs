@@ -1,6 +1,7 @@
 //! A runtime that keeps sandboxes in memory and simulates images and claims, so API-layer tests
 //! run without an engine. It follows the `Runtime` contract exactly (it passes the conformance
-//! suite), and lets tests force failures: an unreachable engine, an exited or OOM-killed sandbox.
+//! suite), and lets tests force failures: an unreachable engine, an exited or OOM-killed sandbox,
+//! deletes that finish later (`Stopping` for a while), no pause (when its capabilities say so).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,6 +33,10 @@ pub struct InMemoryRuntime {
 #[derive(Debug, Default)]
 struct State {
     sandboxes: HashMap<SandboxId, Entry>,
+    /// Deleted sandboxes still reported `Stopping`, with how many more reads show them.
+    stopping: HashMap<SandboxId, (SandboxRecord, u32)>,
+    /// How many reads a deleted sandbox stays `Stopping` for (0: gone at once).
+    linger_reads: u32,
     images: BTreeSet<String>,
     claims: BTreeMap<ClaimName, Claim>,
     unavailable: bool,
@@ -112,6 +117,12 @@ impl InMemoryRuntime {
     /// Whether a claim exists.
     pub fn has_claim(&self, name: &ClaimName) -> bool {
         self.lock().claims.contains_key(name)
+    }
+
+    /// Simulates a runtime whose deletes finish later (a graceful Pod deletion): after each
+    /// `delete`, the sandbox is reported `Stopping` for `reads` more reads of it, then is gone.
+    pub fn simulate_slow_delete(&self, reads: u32) {
+        self.lock().linger_reads = reads;
     }
 
     /// Simulates an unreachable engine: every call fails with [`RuntimeError::Unavailable`].
@@ -244,6 +255,18 @@ impl InMemoryRuntime {
             .retain(|name, claim| !claim.delete_when_unused || in_use.contains(name));
     }
 
+    /// Pause and resume exist only where the capabilities say so.
+    fn pause_supported(&self, action: &'static str) -> Result<(), RuntimeError> {
+        if self.capabilities.pause {
+            Ok(())
+        } else {
+            Err(RuntimeError::Unsupported {
+                runtime: self.capabilities.runtime.clone(),
+                action,
+            })
+        }
+    }
+
     /// Runs `f` on an existing sandbox, after the availability check.
     fn with_entry<T>(
         &self,
@@ -316,20 +339,48 @@ impl Runtime for InMemoryRuntime {
     }
 
     async fn get(&self, id: &SandboxId) -> Result<SandboxRecord, RuntimeError> {
+        {
+            let mut state = self.lock();
+            Self::available(&state)?;
+            if let Some((record, reads)) = state.stopping.get_mut(id) {
+                if *reads > 0 {
+                    *reads -= 1;
+                    return Ok(record.clone());
+                }
+                state.stopping.remove(id);
+                return Err(not_found(id));
+            }
+        }
         self.with_entry(id, |e| Ok(e.record.clone()))
     }
 
     async fn list(&self) -> Result<Vec<SandboxRecord>, RuntimeError> {
         let state = self.lock();
         Self::available(&state)?;
-        Ok(state.sandboxes.values().map(|e| e.record.clone()).collect())
+        Ok(state
+            .sandboxes
+            .values()
+            .map(|e| &e.record)
+            .chain(state.stopping.values().map(|(r, _)| r))
+            .cloned()
+            .collect())
     }
 
     async fn delete(&self, id: &SandboxId) -> Result<(), RuntimeError> {
         let mut state = self.lock();
         Self::available(&state)?;
-        if !state.sandboxes.contains_key(id) {
+        if state.stopping.contains_key(id) {
+            // A delete while it is still stopping succeeds.
+            return Ok(());
+        }
+        let Some(entry) = state.sandboxes.get(id) else {
             return Err(not_found(id));
+        };
+        if state.linger_reads > 0 {
+            let mut record = entry.record.clone();
+            record.status = SandboxStatus::new(SandboxState::Stopping, Utc::now());
+            let reads = state.linger_reads;
+            state.stopping.insert(id.clone(), (record, reads));
         }
         Self::remove(&mut state, id);
         Ok(())
@@ -357,12 +408,14 @@ impl Runtime for InMemoryRuntime {
     }
 
     async fn pause(&self, id: &SandboxId) -> Result<(), RuntimeError> {
+        self.pause_supported("pause")?;
         self.with_entry(id, |e| {
             transition(e, SandboxState::Running, SandboxState::Paused, "pause")
         })
     }
 
     async fn resume(&self, id: &SandboxId) -> Result<(), RuntimeError> {
+        self.pause_supported("resume")?;
         self.with_entry(id, |e| {
             transition(e, SandboxState::Paused, SandboxState::Running, "resume")
         })
