@@ -26,8 +26,48 @@ pub struct Config {
     pub docker: DockerSection,
     /// `[storage]`.
     pub storage: StorageSection,
-    /// `[kubernetes]` (the Kubernetes runtime is not implemented yet).
-    pub kubernetes: Option<toml::Table>,
+    /// `[kubernetes]`.
+    pub kubernetes: KubernetesSection,
+}
+
+/// `[kubernetes]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KubernetesSection {
+    /// Namespace of sandbox Pods, claims and Secrets.
+    pub namespace: String,
+    /// Kubeconfig file; without one, the in-cluster configuration (or `KUBECONFIG`).
+    pub kubeconfig: Option<PathBuf>,
+    /// The operator's Pod template (YAML or JSON).
+    pub pod_template_file: Option<PathBuf>,
+    /// How long a create waits for its Pod to run.
+    pub start_timeout_seconds: u64,
+    /// `Always`, `IfNotPresent` or `Never`; unset: the cluster's default.
+    pub image_pull_policy: Option<String>,
+    /// `runtimeClassName` of sandbox Pods (unless the template sets one).
+    pub runtime_class_name: Option<String>,
+    /// `serviceAccountName` of sandbox Pods (unless the template sets one).
+    pub service_account_name: Option<String>,
+    /// CSI driver of ossfs volumes.
+    pub ossfs_csi_driver: String,
+    /// Grace period of a sandbox Pod's deletion.
+    pub delete_grace_period_seconds: u64,
+}
+
+impl Default for KubernetesSection {
+    fn default() -> Self {
+        Self {
+            namespace: "default".into(),
+            kubeconfig: None,
+            pod_template_file: None,
+            start_timeout_seconds: 120,
+            image_pull_policy: None,
+            runtime_class_name: None,
+            service_account_name: None,
+            ossfs_csi_driver: "ossplugin.csi.alibabacloud.com".into(),
+            delete_grace_period_seconds: 10,
+        }
+    }
 }
 
 /// `[server]`.
@@ -96,7 +136,7 @@ pub enum RuntimeKind {
     /// Docker Engine.
     #[default]
     Docker,
-    /// Kubernetes (not implemented yet).
+    /// Kubernetes: a Pod per sandbox.
     Kubernetes,
 }
 
@@ -332,9 +372,7 @@ impl Config {
                 "runtime.type = \"{name}\": this berth-server was built without the \"{name}\" feature; rebuild with --features {name}"
             )));
         }
-        if kind == RuntimeKind::Kubernetes || self.kubernetes.is_some() {
-            return Err(ConfigError("runtime.type = \"kubernetes\": the Kubernetes runtime is not implemented yet; use \"docker\"".into()));
-        }
+        self.check_kubernetes()?;
         // A create's own bounds (pull, then engine calls) must end before its request's deadline,
         // so the runtime, not the deadline, reports what went wrong.
         let create_bound =
@@ -378,6 +416,70 @@ impl Config {
             )));
         }
         Ok(())
+    }
+
+    /// The `[kubernetes]` rules.
+    fn check_kubernetes(&self) -> Result<(), ConfigError> {
+        let k = &self.kubernetes;
+        if !berth_core::model::is_dns_label(&k.namespace) {
+            return Err(ConfigError(format!(
+                "kubernetes.namespace = {:?}: must be a DNS label (lowercase letters, digits, '-', at most 63)",
+                k.namespace
+            )));
+        }
+        in_range(
+            "kubernetes.start_timeout_seconds",
+            k.start_timeout_seconds,
+            1..=3600,
+        )?;
+        in_range(
+            "kubernetes.delete_grace_period_seconds",
+            k.delete_grace_period_seconds,
+            0..=3600,
+        )?;
+        if let Some(policy) = &k.image_pull_policy
+            && !["Always", "IfNotPresent", "Never"].contains(&policy.as_str())
+        {
+            return Err(ConfigError(format!(
+                "kubernetes.image_pull_policy = {policy:?}: must be Always, IfNotPresent or Never"
+            )));
+        }
+        if self.runtime.kind == RuntimeKind::Kubernetes
+            && self.server.request_deadline_seconds <= k.start_timeout_seconds
+        {
+            return Err(ConfigError(format!(
+                "server.request_deadline_seconds = {}: must exceed kubernetes.start_timeout_seconds ({})",
+                self.server.request_deadline_seconds, k.start_timeout_seconds
+            )));
+        }
+        Ok(())
+    }
+
+    /// The Kubernetes runtime's settings; reads the Pod template file.
+    #[cfg(feature = "kubernetes")]
+    pub fn kubernetes_config(&self) -> Result<berth_k8s::config::KubernetesConfig, ConfigError> {
+        let k = &self.kubernetes;
+        let mut config = berth_k8s::config::KubernetesConfig::new(&k.namespace);
+        config.kubeconfig.clone_from(&k.kubeconfig);
+        if let Some(path) = &k.pod_template_file {
+            config.pod_template =
+                Some(berth_k8s::config::read_pod_template(path).map_err(|e| {
+                    ConfigError(format!(
+                        "kubernetes.pod_template_file = {}: {e}",
+                        path.display()
+                    ))
+                })?);
+        }
+        config.image_pull_policy.clone_from(&k.image_pull_policy);
+        config.runtime_class_name.clone_from(&k.runtime_class_name);
+        config
+            .service_account_name
+            .clone_from(&k.service_account_name);
+        config.ossfs_csi_driver.clone_from(&k.ossfs_csi_driver);
+        config.start_timeout = Duration::from_secs(k.start_timeout_seconds);
+        config.delete_grace_period = Duration::from_secs(k.delete_grace_period_seconds);
+        config.allowed_host_paths = self.policy().allowed_host_roots;
+        Ok(config)
     }
 
     /// `server.request_deadline_seconds`.
@@ -474,7 +576,7 @@ mod tests {
         assert!(msg(&[("BERTH_SERVER__PORT", "eighty")]).contains("server.port"));
         assert!(msg(&[("BERTH_SERVER__PORTT", "80")]).contains("portt"));
         assert!(msg(&[("BERTH_SERVER__HOST", "0.0.0.0")]).contains("server.api_key"));
-        assert!(msg(&[("BERTH_RUNTIME__TYPE", "kubernetes")]).contains("runtime.type"));
+        assert!(msg(&[("BERTH_RUNTIME__TYPE", "podman")]).contains("runtime.type"));
         assert!(
             msg(&[("BERTH_STORAGE__ALLOWED_HOST_PATHS", "[\"/data/../etc\"]")])
                 .contains("storage.allowed_host_paths[0]")
@@ -738,15 +840,43 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(message.contains("--features kubernetes"), "{message}");
-        // Built in but not implemented yet: the runtime says so, not the build.
-        let message = Config::load_for(
+        // Built in: its own keys are checked.
+        let kubernetes = Config::load_for(
             None,
-            env(&[("BERTH_RUNTIME__TYPE", "kubernetes")]),
+            env(&[
+                ("BERTH_RUNTIME__TYPE", "kubernetes"),
+                ("BERTH_KUBERNETES__NAMESPACE", "sandboxes"),
+            ]),
             &[RuntimeKind::Docker, RuntimeKind::Kubernetes],
         )
-        .unwrap_err()
-        .to_string();
-        assert!(message.contains("not implemented yet"), "{message}");
+        .unwrap();
+        assert_eq!(kubernetes.kubernetes.namespace, "sandboxes");
+        for (key, value, needle) in [
+            (
+                "BERTH_KUBERNETES__NAMESPACE",
+                "Not_A_Label",
+                "kubernetes.namespace",
+            ),
+            (
+                "BERTH_KUBERNETES__IMAGE_PULL_POLICY",
+                "Sometimes",
+                "kubernetes.image_pull_policy",
+            ),
+            (
+                "BERTH_KUBERNETES__START_TIMEOUT_SECONDS",
+                "900",
+                "kubernetes.start_timeout_seconds",
+            ),
+        ] {
+            let message = Config::load_for(
+                None,
+                env(&[("BERTH_RUNTIME__TYPE", "kubernetes"), (key, value)]),
+                &[RuntimeKind::Kubernetes],
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(message.contains(needle), "{key}: {message}");
+        }
         assert!(Config::load_for(None, env(&[]), &[]).is_err());
     }
 

@@ -70,3 +70,73 @@ impl KubernetesConfig {
         }
     }
 }
+
+/// Reads the operator's Pod template (`kubernetes.pod_template_file`), YAML or JSON; unknown
+/// fields are refused, so a typo in the template is an error at start, not a silent no-op.
+pub fn read_pod_template(path: &std::path::Path) -> Result<Pod, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("reading it: {e}"))?;
+    let value: serde_json::Value =
+        serde_saphyr::from_str(&text).map_err(|e| format!("not YAML: {e}"))?;
+    let pod: Pod = serde_json::from_value(value.clone()).map_err(|e| format!("not a Pod: {e}"))?;
+    // k8s-openapi ignores unknown fields; compare what it kept with what was written.
+    let kept = serde_json::to_value(&pod).map_err(|e| e.to_string())?;
+    if let Some(lost) = first_unknown_field(&value, &kept, "") {
+        return Err(format!("unknown field {lost}"));
+    }
+    Ok(pod)
+}
+
+/// The first field of `written` that `kept` does not have (a path such as `spec.contaners`).
+fn first_unknown_field(
+    written: &serde_json::Value,
+    kept: &serde_json::Value,
+    at: &str,
+) -> Option<String> {
+    use serde_json::Value;
+    match (written, kept) {
+        (Value::Object(w), Value::Object(k)) => w.iter().find_map(|(key, value)| {
+            let path = if at.is_empty() {
+                key.clone()
+            } else {
+                format!("{at}.{key}")
+            };
+            match k.get(key) {
+                None if !value.is_null() => Some(path),
+                None => None,
+                Some(kept) => first_unknown_field(value, kept, &path),
+            }
+        }),
+        (Value::Array(w), Value::Array(k)) => w
+            .iter()
+            .zip(k)
+            .enumerate()
+            .find_map(|(i, (w, k))| first_unknown_field(w, k, &format!("{at}[{i}]"))),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_are_read_and_typos_refused() {
+        let dir = std::env::temp_dir().join(format!("berth-k8s-template-{}", std::process::id()));
+        std::fs::create_dir(&dir).unwrap();
+        let file = dir.join("template.yaml");
+        std::fs::write(
+            &file,
+            "metadata:\n  labels: {tier: sandbox}\nspec:\n  runtimeClassName: gvisor\n  containers:\n  - name: main\n",
+        )
+        .unwrap();
+        let pod = read_pod_template(&file).unwrap();
+        assert_eq!(
+            pod.spec.unwrap().runtime_class_name.as_deref(),
+            Some("gvisor")
+        );
+        std::fs::write(&file, "spec:\n  contaners: []\n").unwrap();
+        let error = read_pod_template(&file).unwrap_err();
+        assert!(error.contains("spec.contaners"), "{error}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

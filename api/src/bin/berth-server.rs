@@ -151,13 +151,37 @@ async fn start_runtime(config: &Config) -> Result<Arc<dyn Runtime>, ExitCode> {
     match config.runtime.kind {
         #[cfg(feature = "docker")]
         berth_api::config::RuntimeKind::Docker => start_docker(config).await,
+        #[cfg(feature = "kubernetes")]
+        berth_api::config::RuntimeKind::Kubernetes => start_kubernetes(config).await,
         // `Config::load` refuses a runtime this build cannot run.
+        #[allow(
+            unreachable_patterns,
+            reason = "reached only in builds without a runtime"
+        )]
         kind => {
             eprintln!(
                 "berth-server: runtime.type = \"{}\" cannot run in this build",
                 kind.name()
             );
             Err(ExitCode::from(2))
+        }
+    }
+}
+
+#[cfg(feature = "kubernetes")]
+async fn start_kubernetes(config: &Config) -> Result<Arc<dyn Runtime>, ExitCode> {
+    let settings = config.kubernetes_config().map_err(|e| {
+        eprintln!("berth-server: {e}");
+        ExitCode::from(2)
+    })?;
+    match berth_k8s::runtime::KubernetesRuntime::connect(settings).await {
+        Ok(runtime) => Ok(Arc::new(runtime)),
+        Err(e) => {
+            eprintln!("berth-server: {e}");
+            Err(match e {
+                berth_k8s::runtime::StartupError::Kubeconfig { .. } => ExitCode::from(2),
+                berth_k8s::runtime::StartupError::Unreachable(_) => ExitCode::FAILURE,
+            })
         }
     }
 }
