@@ -6,17 +6,22 @@
 //! A record is written *before* Docker objects are made (phase `Creating`, with the volume
 //! nonces and staging names it is about to use), so a crash mid-create leaves enough behind for
 //! startup reconciliation to roll it back (ARCHITECTURE.md, "Record before objects").
+//!
+//! On disk, records are in the store's own versioned format (`schema`), never a serialisation
+//! of the API's types: a change of the API's JSON cannot make stored state unreadable.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::state::SharedState;
 use berth_core::model::PlatformSpec;
 use chrono::{DateTime, Utc};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use serde::{Deserialize, Serialize};
 
-use crate::state::SharedState;
+pub mod schema;
+
+pub use schema::SCHEMA_VERSION;
 
 const SANDBOXES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("sandboxes");
 const VOLUMES_TO_REMOVE: TableDefinition<'_, &str, &[u8]> =
@@ -26,7 +31,7 @@ const SETTINGS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("setting
 const OSSFS_SALT: &str = "ossfs_salt";
 
 /// Where a create is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
     /// Objects are being made; a record still in this phase at startup is rolled back.
     Creating,
@@ -35,7 +40,7 @@ pub enum Phase {
 }
 
 /// A named volume Berth created, identified by the nonce label it was created with.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreatedVolume {
     /// Docker volume name.
     pub name: String,
@@ -46,10 +51,10 @@ pub struct CreatedVolume {
 }
 
 /// A mounted volume as stored: what is reported, plus what Berth needs to release it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredVolume {
-    /// The report (never a credential).
-    #[serde(flatten)]
+    /// The report (never a credential). In memory only: on disk the store's own format
+    /// (`schema`) holds its fields, so a change of the API's JSON cannot change the file.
     pub report: berth_core::wire::VolumeStatus,
     /// The Docker named volume it uses, if any (reference counting).
     pub docker_volume: Option<String>,
@@ -57,12 +62,11 @@ pub struct StoredVolume {
     pub staged: bool,
     /// The shared ossfs mount it uses (reference counting: a mount is released when no record
     /// names its key).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ossfs_key: Option<crate::ossfs::OssfsKey>,
 }
 
 /// One sandbox's record.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredSandbox {
     /// Sandbox id.
     pub id: String,
@@ -101,13 +105,30 @@ pub enum StoreError {
         /// The error.
         source: Box<redb::Error>,
     },
-    /// A record does not decode (written by an incompatible version, or damaged).
+    /// A record does not decode (damaged, or not in the format the settings name).
     #[error("state store record {key}: {source}")]
     Decode {
         /// Which record.
         key: String,
         /// The error.
+        source: schema::SchemaError,
+    },
+    /// A record does not encode.
+    #[error("state store record {key}: {source}")]
+    Encode {
+        /// Which record.
+        key: String,
+        /// The error.
         source: serde_json::Error,
+    },
+    /// The store was written by a newer Berth in a format this one does not know; it is left
+    /// untouched.
+    #[error(
+        "state store format {found} was written by a newer Berth (this one reads formats up to {SCHEMA_VERSION}); run that version, or move storage.state_dir aside"
+    )]
+    NewerFormat {
+        /// The format on disk.
+        found: u32,
     },
     /// The writer thread is gone (it panicked, or the store is closing).
     #[error("state store writer stopped")]
@@ -146,6 +167,8 @@ pub struct Store {
 /// What the writer thread owns.
 struct Writer {
     db: Database,
+    /// The format of the records on disk (read by [`Store::volumes_to_remove`]).
+    format: u32,
     state: Arc<SharedState>,
     #[cfg(feature = "test-hooks")]
     hold: Arc<std::sync::Mutex<Option<HeldCommit>>>,
@@ -194,10 +217,12 @@ fn write(
         .map_err(db_error("committing"))
 }
 
-/// Every value of a table, decoded.
-fn read_table<T: serde::de::DeserializeOwned>(
+/// Every value of a table, decoded by `decode` from the store's `format`.
+fn read_table<T>(
     db: &Database,
     definition: TableDefinition<'_, &str, &[u8]>,
+    format: u32,
+    decode: fn(u32, &[u8]) -> Result<T, schema::SchemaError>,
 ) -> Result<Vec<T>, StoreError> {
     let tx = db
         .begin_read()
@@ -214,11 +239,10 @@ fn read_table<T: serde::de::DeserializeOwned>(
         .map_err(db_error("listing"))?
     {
         let (key, value) = entry.map_err(into_redb).map_err(db_error("listing"))?;
-        let decoded =
-            serde_json::from_slice(value.value()).map_err(|source| StoreError::Decode {
-                key: key.value().to_owned(),
-                source,
-            })?;
+        let decoded = decode(format, value.value()).map_err(|source| StoreError::Decode {
+            key: key.value().to_owned(),
+            source,
+        })?;
         out.push(decoded);
     }
     Ok(out)
@@ -270,13 +294,34 @@ impl Store {
             },
         )?;
         let mut salt = Vec::new();
-        // Make the tables exist so readers never meet a missing table; keep the first salt.
+        let mut format = schema::SCHEMA_VERSION;
+        // Make the tables exist so readers never meet a missing table; keep the first salt;
+        // learn the records' format (a store from before it was written is format 1) and
+        // record it.
         write(
             &db,
             |tx| {
                 tx.open_table(SANDBOXES)?;
                 tx.open_table(VOLUMES_TO_REMOVE)?;
                 let mut settings = tx.open_table(SETTINGS)?;
+                let stored_format = settings
+                    .get(schema::SCHEMA_VERSION_KEY)?
+                    .map(|v| String::from_utf8_lossy(v.value()).into_owned());
+                format = match stored_format {
+                    // Unreadable: treated as newer than any format, so the store is refused.
+                    Some(text) => text.trim().parse().unwrap_or(u32::MAX),
+                    None => {
+                        settings.insert(
+                            schema::SCHEMA_VERSION_KEY,
+                            schema::SCHEMA_VERSION.to_string().as_bytes(),
+                        )?;
+                        schema::SCHEMA_VERSION
+                    }
+                };
+                if format > schema::SCHEMA_VERSION {
+                    // Refused below; nothing more is written to a newer store.
+                    return Ok(());
+                }
                 let existing = settings.get(OSSFS_SALT)?.map(|v| v.value().to_vec());
                 salt = match existing {
                     Some(existing) => existing,
@@ -289,12 +334,16 @@ impl Store {
             },
             || {},
         )?;
-        let loaded: Vec<StoredSandbox> = read_table(&db, SANDBOXES)?;
+        if format > schema::SCHEMA_VERSION {
+            return Err(StoreError::NewerFormat { found: format });
+        }
+        let loaded = read_table(&db, SANDBOXES, format, schema::decode_sandbox)?;
         let state = Arc::new(SharedState::with_records(loaded));
         #[cfg(feature = "test-hooks")]
         let hold = Arc::new(std::sync::Mutex::new(None));
         let writer = Writer {
             db,
+            format,
             state: Arc::clone(&state),
             #[cfg(feature = "test-hooks")]
             hold: Arc::clone(&hold),
@@ -347,7 +396,7 @@ impl Store {
 
     /// Inserts or replaces a sandbox record.
     pub async fn put(&self, sandbox: &StoredSandbox) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(sandbox).map_err(|source| StoreError::Decode {
+        let bytes = schema::encode_sandbox(sandbox).map_err(|source| StoreError::Encode {
             key: sandbox.id.clone(),
             source,
         })?;
@@ -384,7 +433,7 @@ impl Store {
                 return Ok(false);
             };
             sandbox.expires_at = Some(expires_at);
-            let bytes = serde_json::to_vec(&sandbox).map_err(|source| StoreError::Decode {
+            let bytes = schema::encode_sandbox(&sandbox).map_err(|source| StoreError::Encode {
                 key: sandbox.id.clone(),
                 source,
             })?;
@@ -455,7 +504,7 @@ impl Store {
 
     /// Records a volume to remove once unused.
     pub async fn schedule_volume_removal(&self, volume: &CreatedVolume) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(volume).map_err(|source| StoreError::Decode {
+        let bytes = schema::encode_created_volume(volume).map_err(|source| StoreError::Encode {
             key: volume.name.clone(),
             source,
         })?;
@@ -472,8 +521,15 @@ impl Store {
 
     /// Volumes waiting for removal (read on the writer thread: a disk read).
     pub async fn volumes_to_remove(&self) -> Result<Vec<CreatedVolume>, StoreError> {
-        self.run(|writer| read_table(&writer.db, VOLUMES_TO_REMOVE))
-            .await
+        self.run(|writer| {
+            read_table(
+                &writer.db,
+                VOLUMES_TO_REMOVE,
+                writer.format,
+                schema::decode_created_volume,
+            )
+        })
+        .await
     }
 
     /// Forgets a scheduled removal.
@@ -590,6 +646,168 @@ mod tests {
         );
         store.remove("a").await.unwrap();
         assert!(store.state().read(|s| s.record("a").is_none()));
+    }
+
+    /// Records exactly as the format-1 writer put them on disk (when a record was a
+    /// serialisation of the runtime's types, the API's `VolumeStatus` flattened in), with no
+    /// `schema_version` setting: a store from before formats were versioned.
+    const FORMAT_1_SANDBOXES: &str =
+        include_str!("../tests/fixtures/store-format-1/sandboxes.jsonl");
+    const FORMAT_1_REMOVALS: &str =
+        include_str!("../tests/fixtures/store-format-1/volumes_to_remove.jsonl");
+
+    /// A database holding `lines` in the sandboxes table, keyed by their id, and `settings`.
+    fn raw_store(path: &Path, settings: &[(&str, &str)]) {
+        let db = Database::create(path).unwrap();
+        write(
+            &db,
+            |tx| {
+                let mut table = tx.open_table(SANDBOXES)?;
+                for line in FORMAT_1_SANDBOXES.lines() {
+                    let value: serde_json::Value = serde_json::from_str(line).unwrap();
+                    let id = value["id"].as_str().unwrap();
+                    table.insert(id, line.as_bytes())?;
+                }
+                let mut removals = tx.open_table(VOLUMES_TO_REMOVE)?;
+                for line in FORMAT_1_REMOVALS.lines() {
+                    removals.insert("sessions", line.as_bytes())?;
+                }
+                let mut table = tx.open_table(SETTINGS)?;
+                for (k, v) in settings {
+                    table.insert(*k, v.as_bytes())?;
+                }
+                Ok(())
+            },
+            || {},
+        )
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn records_written_in_format_1_still_load() {
+        use berth_core::model::{PlatformArch, PlatformOs, ReadOnlyMode, VolumeBackendKind};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        raw_store(&path, &[]);
+        let store = Store::open(&path).unwrap();
+        let full = store
+            .get("0b6a7f52-3c1e-4d7a-9f0e-2a1b3c4d5e6f")
+            .unwrap()
+            .expect("the full record loads");
+        assert_eq!(full.phase, Phase::Created);
+        assert_eq!(
+            full.platform,
+            Some(PlatformSpec {
+                os: PlatformOs::Linux,
+                arch: PlatformArch::Amd64
+            })
+        );
+        assert_eq!(full.metadata.get("team").map(String::as_str), Some("ml"));
+        assert_eq!(
+            full.expires_at.map(|e| e.to_rfc3339()),
+            Some("2026-11-29T17:00:00.123+00:00".to_owned())
+        );
+        let volumes: Vec<(&str, VolumeBackendKind, Option<&str>, ReadOnlyMode, bool)> = full
+            .volumes
+            .iter()
+            .map(|v| {
+                (
+                    v.report.name.as_str(),
+                    v.report.backend,
+                    v.report.sub_path.as_deref(),
+                    v.report.read_only_mode,
+                    v.staged,
+                )
+            })
+            .collect();
+        assert_eq!(
+            volumes,
+            [
+                (
+                    "work",
+                    VolumeBackendKind::Pvc,
+                    Some("uid-1/session-7"),
+                    ReadOnlyMode::None,
+                    true
+                ),
+                (
+                    "shared",
+                    VolumeBackendKind::Pvc,
+                    None,
+                    ReadOnlyMode::NonRecursive,
+                    false
+                ),
+                (
+                    "data",
+                    VolumeBackendKind::Host,
+                    Some("a"),
+                    ReadOnlyMode::Recursive,
+                    true
+                ),
+                (
+                    "bucket",
+                    VolumeBackendKind::Ossfs,
+                    Some("runs/1"),
+                    ReadOnlyMode::Recursive,
+                    true
+                ),
+                (
+                    "archive",
+                    VolumeBackendKind::Nfs,
+                    None,
+                    ReadOnlyMode::NonRecursive,
+                    false
+                ),
+            ]
+        );
+        assert_eq!(full.volumes[0].docker_volume.as_deref(), Some("sessions"));
+        assert_eq!(
+            full.volumes[3]
+                .ossfs_key
+                .clone()
+                .map(String::from)
+                .as_deref(),
+            Some("0123456789abcdef0123456789abcdef")
+        );
+        assert!(full.created_volumes[0].delete_on_termination);
+        assert_eq!(full.ports.get(&8080), Some(&32768));
+        let creating = store.get("creating-1").unwrap().unwrap();
+        assert_eq!((creating.phase, creating.platform), (Phase::Creating, None));
+        assert_eq!(store.volumes_to_remove().await.unwrap().len(), 1);
+        // Format 1 is written byte for byte as it was read.
+        for line in FORMAT_1_SANDBOXES.lines() {
+            let id = serde_json::from_str::<serde_json::Value>(line).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            let record = store.get(&id).unwrap().unwrap();
+            assert_eq!(
+                String::from_utf8(schema::encode_sandbox(&record).unwrap()).unwrap(),
+                line
+            );
+        }
+        drop(store);
+        // The store now names its format.
+        let db = Database::open(&path).unwrap();
+        let tx = db.begin_read().unwrap();
+        let settings = tx.open_table(SETTINGS).unwrap();
+        assert_eq!(
+            settings
+                .get(schema::SCHEMA_VERSION_KEY)
+                .unwrap()
+                .map(|v| v.value().to_vec()),
+            Some(b"1".to_vec())
+        );
+    }
+
+    #[test]
+    fn a_store_in_a_newer_format_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        raw_store(&path, &[(schema::SCHEMA_VERSION_KEY, "2")]);
+        let err = Store::open(&path).unwrap_err();
+        assert!(matches!(err, StoreError::NewerFormat { found: 2 }), "{err}");
+        assert!(err.to_string().contains("newer Berth"), "{err}");
     }
 
     #[test]
