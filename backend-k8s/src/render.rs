@@ -39,6 +39,9 @@ pub const MANAGED_BY: &str = "berth";
 /// Label naming the sandbox a Secret or claim was made for (the sweep of objects whose Pod
 /// never appeared looks for it).
 pub const LABEL_MADE_FOR: &str = "berth.made-for";
+/// Label on a claim Berth created with `deleteOnSandboxTermination`: every Pod that mounts it
+/// becomes one of its owners, so it goes with the last of them.
+pub const LABEL_DELETE_WITH_SANDBOXES: &str = "berth.delete-with-sandboxes";
 /// The name of the sandbox container in the Pod.
 pub const SANDBOX_CONTAINER: &str = "sandbox";
 /// Size of a claim Berth creates when the request names none.
@@ -577,8 +580,14 @@ fn render_claims(
             .storage
             .as_ref()
             .map_or(DEFAULT_CLAIM_SIZE, |s| s.as_str());
+        let mut metadata = owned_meta(config, &request.id, name);
+        if pvc.delete_on_sandbox_termination
+            && let Some(labels) = metadata.labels.as_mut()
+        {
+            labels.insert(LABEL_DELETE_WITH_SANDBOXES.to_owned(), "true".to_owned());
+        }
         claims.push(PersistentVolumeClaim {
-            metadata: owned_meta(config, &request.id, name),
+            metadata,
             spec: Some(PersistentVolumeClaimSpec {
                 access_modes: Some(access_modes),
                 resources: Some(VolumeResourceRequirements {

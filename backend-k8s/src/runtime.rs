@@ -33,7 +33,9 @@ use kube::runtime::watcher;
 use crate::config::KubernetesConfig;
 use crate::pod_state::{PodState, STATE_ANNOTATION};
 use crate::pod_status::{StartFailure, StartProgress};
-use crate::render::{LABEL_MANAGED_BY, MANAGED_BY, PodPlan, pod_name, render};
+use crate::render::{
+    LABEL_DELETE_WITH_SANDBOXES, LABEL_MANAGED_BY, MANAGED_BY, PodPlan, pod_name, render,
+};
 use crate::sandbox_table::SandboxTable;
 
 /// How many times a write re-reads and retries after a `resourceVersion` conflict.
@@ -257,16 +259,74 @@ impl KubernetesRuntime {
         }
     }
 
+    /// Makes every claim of `request` that Berth created with `deleteOnSandboxTermination`
+    /// owned by the Pod too: the garbage collector removes such a claim with the last Pod that
+    /// mounts it, not the first. The owner list is read and written with its resourceVersion.
+    async fn own_shared_claims(
+        &self,
+        request: &CreateSandbox,
+        pod: &Pod,
+    ) -> Result<(), RuntimeError> {
+        let claims: BTreeSet<String> = request
+            .spec
+            .volumes
+            .iter()
+            .filter_map(|v| match &v.source {
+                VolumeSource::Pvc(pvc) => Some(pvc.claim_name.to_string()),
+                _ => None,
+            })
+            .collect();
+        let owner = owner_of(pod);
+        for name in claims {
+            let mut added = false;
+            for _ in 0..=CONFLICT_RETRIES {
+                let Some(claim) = self
+                    .claims
+                    .get_opt(&name)
+                    .await
+                    .map_err(api_error("reading a claim"))?
+                else {
+                    break;
+                };
+                let deleted_with_sandboxes = claim.metadata.labels.as_ref().is_some_and(|l| {
+                    l.get(LABEL_DELETE_WITH_SANDBOXES).map(String::as_str) == Some("true")
+                });
+                if !deleted_with_sandboxes {
+                    added = true;
+                    break;
+                }
+                let mut owners = claim.metadata.owner_references.clone().unwrap_or_default();
+                owners.push(owner.clone());
+                let patch = serde_json::json!({"metadata": {
+                    "resourceVersion": claim.metadata.resource_version,
+                    "ownerReferences": owners,
+                }});
+                match self
+                    .claims
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
+                    Ok(_) => {
+                        added = true;
+                        break;
+                    }
+                    Err(e) if is_status(&e, 409) => {}
+                    Err(e) => return Err(api_error("adding an owner to a claim")(e)),
+                }
+            }
+            if !added {
+                return Err(RuntimeError::Conflict {
+                    id: request.id.clone(),
+                    detail: format!("claim {name:?} changed under {CONFLICT_RETRIES} retries"),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Makes every Secret owned by the Pod, so the garbage collector removes them with it.
     async fn own_secrets(&self, names: &[String], pod: &Pod) -> Result<(), RuntimeError> {
-        let owner = OwnerReference {
-            api_version: "v1".into(),
-            kind: "Pod".into(),
-            name: pod.metadata.name.clone().unwrap_or_default(),
-            uid: pod.metadata.uid.clone().unwrap_or_default(),
-            controller: None,
-            block_owner_deletion: None,
-        };
+        let owner = owner_of(pod);
         for name in names {
             let patch = serde_json::json!({"metadata": {"ownerReferences": [owner]}});
             self.secrets
@@ -498,6 +558,18 @@ fn capabilities(server_version: &str) -> Capabilities {
     }
 }
 
+/// An owner reference to `pod` (garbage collection of what was made for it).
+fn owner_of(pod: &Pod) -> OwnerReference {
+    OwnerReference {
+        api_version: "v1".into(),
+        kind: "Pod".into(),
+        name: pod.metadata.name.clone().unwrap_or_default(),
+        uid: pod.metadata.uid.clone().unwrap_or_default(),
+        controller: None,
+        block_owner_deletion: None,
+    }
+}
+
 fn sandbox_id(pod: &Pod) -> Option<String> {
     pod.metadata
         .labels
@@ -562,6 +634,7 @@ impl Runtime for KubernetesRuntime {
                 .map_err(api_error("creating the Pod"))?;
             self.apply_own_write(&pod);
             self.own_secrets(&secret_names, &pod).await?;
+            self.own_shared_claims(&request, &pod).await?;
             self.wait_running(&id, changes).await
         }
         .await;
@@ -598,8 +671,14 @@ impl Runtime for KubernetesRuntime {
             ..DeleteParams::default()
         };
         match self.pods.delete(&pod_name(id), &params).await {
-            // The Pod goes gracefully; GET answers Stopping until the watch reports it gone.
-            Ok(_) => Ok(()),
+            // The Pod goes gracefully; GET answers Stopping (read-your-writes) until the watch
+            // reports it gone.
+            Ok(either) => {
+                if let either::Either::Left(pod) = either {
+                    self.apply_own_write(&pod);
+                }
+                Ok(())
+            }
             Err(e) if is_status(&e, 404) => Err(RuntimeError::NotFound { id: id.to_string() }),
             Err(e) => Err(api_error("deleting the Pod")(e)),
         }
@@ -638,7 +717,12 @@ impl Runtime for KubernetesRuntime {
             ..DeleteParams::default()
         };
         match self.pods.delete(&name, &params).await {
-            Ok(_) => Ok(true),
+            Ok(either) => {
+                if let either::Either::Left(pod) = either {
+                    self.apply_own_write(&pod);
+                }
+                Ok(true)
+            }
             // Changed since the read (a renewal): not ours to reap now.
             Err(e) if is_status(&e, 409) => Ok(false),
             Err(e) if is_status(&e, 404) => Err(RuntimeError::NotFound { id: id.to_string() }),

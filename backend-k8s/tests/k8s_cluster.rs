@@ -16,7 +16,7 @@ use berth_core::validate::StoragePolicy;
 use berth_core::wire;
 use berth_k8s::config::KubernetesConfig;
 use berth_k8s::runtime::KubernetesRuntime;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, Pod};
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
 
@@ -35,6 +35,13 @@ struct TestNamespace {
 
 impl TestNamespace {
     async fn new(test: &str) -> (Self, KubernetesRuntime) {
+        Self::with(test, |_| {}).await
+    }
+
+    async fn with(
+        test: &str,
+        tweak: impl FnOnce(&mut KubernetesConfig),
+    ) -> (Self, KubernetesRuntime) {
         let path = kubeconfig();
         let kubeconfig = kube::config::Kubeconfig::read_from(&path).unwrap_or_else(|e| {
             panic!(
@@ -66,6 +73,7 @@ impl TestNamespace {
         runtime_config
             .extra_labels
             .insert("berth.test".into(), "1".into());
+        tweak(&mut runtime_config);
         let runtime = KubernetesRuntime::connect(runtime_config).await.unwrap();
         (Self { name, client }, runtime)
     }
@@ -224,4 +232,99 @@ async fn a_missing_image_fails_at_once_and_leaves_nothing() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     panic!("the Pod of a failed create is still there after 60 s");
+}
+
+/// hostPath PersistentVolumes with no storage class, for the claims Berth creates to bind to (the
+/// test cluster has no provisioner); deleted, with their directories, on drop.
+struct VolumePool {
+    names: Vec<String>,
+    dir: PathBuf,
+    client: kube::Client,
+}
+
+impl VolumePool {
+    async fn new(namespace: &TestNamespace, count: usize) -> Self {
+        let dir = PathBuf::from(format!("/tmp/berth-k8s-pv-{}", namespace.name));
+        let api = Api::<PersistentVolume>::all(namespace.client.clone());
+        let mut names = Vec::new();
+        for i in 0..count {
+            let name = format!("{}-{i}", namespace.name);
+            let volume: PersistentVolume = serde_json::from_value(json!({
+                "metadata": {"name": name, "labels": {"berth.test": "1"}},
+                "spec": {
+                    "capacity": {"storage": "1Gi"},
+                    "accessModes": ["ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany"],
+                    "persistentVolumeReclaimPolicy": "Retain",
+                    "storageClassName": "",
+                    "hostPath": {"path": dir.join(i.to_string()).to_str().unwrap(), "type": "DirectoryOrCreate"},
+                },
+            }))
+            .unwrap();
+            api.create(&PostParams::default(), &volume).await.unwrap();
+            names.push(name);
+        }
+        Self {
+            names,
+            dir,
+            client: namespace.client.clone(),
+        }
+    }
+}
+
+impl Drop for VolumePool {
+    fn drop(&mut self) {
+        let (client, names) = (self.client.clone(), self.names.clone());
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Runtime::new()
+                .unwrap()
+                .block_on(async move {
+                    let api = Api::<PersistentVolume>::all(client);
+                    for name in names {
+                        let _ = api.delete(&name, &DeleteParams::default()).await;
+                    }
+                });
+        })
+        .join();
+        // Only when nothing is mounted below it any more (no Pod uses it).
+        let mounted = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .contains(self.dir.to_str().unwrap_or("/"));
+        if !mounted {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kubernetes_runtime_passes_the_conformance_suite() {
+    let host_root = PathBuf::from(format!("/tmp/berth-k8s-host-{}", std::process::id()));
+    std::fs::create_dir(&host_root).unwrap();
+    let root = berth_core::model::HostPath::new(host_root.to_str().unwrap()).unwrap();
+    let allowed = root.clone();
+    let (namespace, runtime) = TestNamespace::with("conf", move |c| {
+        c.allowed_host_paths = vec![allowed];
+    })
+    .await;
+    let pool = VolumePool::new(&namespace, 8).await;
+    let runtime: std::sync::Arc<dyn Runtime> = std::sync::Arc::new(runtime);
+    let target = berth_core::testkit::conformance::ConformanceTarget {
+        runtime: runtime.clone(),
+        image: IMAGE.into(),
+        entrypoint: vec!["sleep".into(), "3600".into()],
+        missing_image: "berth-test/missing:latest".into(),
+        host_root: Some(root),
+        endpoint_port: 8080,
+        run_id: format!("k{}", std::process::id()),
+        after_delete: berth_core::testkit::conformance::AfterDelete::StoppingThenGone {
+            within: Duration::from_secs(120),
+            sleep: std::sync::Arc::new(|d| Box::pin(tokio::time::sleep(d))),
+        },
+    };
+    let report = berth_core::testkit::conformance::run(&target).await;
+    drop(target);
+    drop(runtime);
+    drop(pool);
+    drop(namespace);
+    let _ = std::fs::remove_dir_all(&host_root);
+    report.assert_passed();
 }
