@@ -1001,6 +1001,27 @@ async fn claim_ownership(ctx: &mut Context<'_>) -> CheckResult {
     rt.delete(&second_user.id)
         .await
         .map_err(|e| format!("delete second user: {e}"))?;
+    // On a cluster the claim goes with the garbage collector, after its last Pod: wait for the
+    // sandboxes to be gone, then look through dry runs (which make nothing, so they cannot keep
+    // the claim alive the way a probing sandbox would).
+    if let AfterDelete::StoppingThenGone { within, sleep } = &ctx.target.after_delete {
+        for id in [&creator.id, &borrower.id, &user.id, &second_user.id] {
+            ctx.until_gone(id).await?;
+        }
+        let deadline = std::time::Instant::now() + *within;
+        let looked = ctx.create_request(probe.clone())?;
+        loop {
+            match rt.render(&looked).await {
+                Err(e) if e.code() == ErrorCode::VolumePvcNotFound => break,
+                _ if std::time::Instant::now() >= deadline => {
+                    return Err(format!(
+                        "the claim is still there {within:?} after its creator and users were gone"
+                    ));
+                }
+                _ => sleep(std::time::Duration::from_millis(500)).await,
+            }
+        }
+    }
     // Now unused, and its creator asked for deletion: it must be gone.
     expect_code(
         ctx.create(probe).await,
