@@ -3,7 +3,8 @@
 //! works in a namespace of its own, labelled `berth.test=1`, deleted at the end (also when the
 //! test panics). The tests fail, never skip, when the cluster cannot be reached.
 //!
-//! Not part of `cargo test --workspace` yet (`test = false`): `cargo xtask test-k8s` runs them.
+//! `cargo xtask test` runs them on a cluster it brings up and takes down (`test = false` keeps
+//! them out of a plain `cargo test --workspace`, which has no cluster).
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly by design.
 

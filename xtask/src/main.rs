@@ -7,8 +7,8 @@
 //! - `test-image`: builds the image the Docker tests run (`berth-test/busybox:latest`).
 //! - `openapi`: rewrites `api/openapi.yaml` from the Rust types.
 //! - `k8s-env`: a real single-node Kubernetes for the Kubernetes runtime's tests (`k8s_env`).
-//! - `test-k8s`: brings that cluster up and runs the Kubernetes runtime's cluster tests (not yet
-//!   part of `test`).
+//! - `test-k8s`: brings that cluster up (and leaves it up) and runs the Kubernetes runtime's
+//!   cluster tests; `test` runs them too, on a cluster it takes down afterwards.
 
 mod k8s_env;
 mod test_image;
@@ -115,17 +115,44 @@ fn test(extra: &[String]) -> Result<(), String> {
     args.extend(extra.iter().map(String::as_str));
     let result = cargo(&args);
     sweep_test_leftovers();
-    result
+    result?;
+    // The whole suite includes the cluster tests; a narrowed run (`cargo xtask test -p x`) not.
+    if extra.is_empty() {
+        test_on_cluster()?;
+    }
+    Ok(())
 }
 
-/// The Kubernetes runtime's tests on the test cluster (brought up if it is not; left up).
+/// The Kubernetes runtime's tests on a test cluster brought up for them (built into the cache
+/// first if missing) and taken down afterwards, whatever the result. Kept apart from the other
+/// tests so the cluster's daemons do not share the two cores with the Docker tests.
+fn test_on_cluster() -> Result<(), String> {
+    k8s_env::main(&["up".to_owned()])?;
+    let result = cluster_tests();
+    let down = k8s_env::main(&["down".to_owned(), "--purge".to_owned()]);
+    result.and(down)
+}
+
+fn cluster_tests() -> Result<(), String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    run(Command::new(cargo)
+        .args([
+            "test",
+            "-p",
+            "berth-k8s",
+            "--all-features",
+            "--test",
+            "k8s_cluster",
+        ])
+        .env("BERTH_K8S_KUBECONFIG", k8s_env::kubeconfig_path()))
+}
+
+/// The Kubernetes runtime's tests on the test cluster, which is brought up if it is not and left
+/// up (for working on the runtime; `down` stops it).
 fn test_k8s() -> Result<(), String> {
     test_image::ensure()?;
     k8s_env::main(&["up".to_owned()])?;
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    run(Command::new(cargo)
-        .args(["test", "-p", "berth-k8s", "--test", "k8s_cluster"])
-        .env("BERTH_K8S_KUBECONFIG", k8s_env::kubeconfig_path()))
+    cluster_tests()
 }
 
 /// Removes containers and volumes of earlier test runs that could not clean up (a killed run):
