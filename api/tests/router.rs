@@ -170,6 +170,97 @@ async fn create_get_delete_at_v1_and_root() {
     );
 }
 
+/// The Kubernetes volume form (volumes + mounts) is accepted on every runtime: one reported
+/// volume per mount; mixing it with Berth's form, or mounting an unknown volume, is a 400.
+#[tokio::test]
+async fn the_kubernetes_volume_form_is_accepted_and_checked() {
+    let runtime = memory();
+    runtime.add_claim(&berth_core::model::ClaimName::new("agent-sessions").unwrap());
+    let app = app_with(runtime, None);
+    let kubernetes_form = json!({
+        "volumes": [
+            {"name": "sessions", "persistentVolumeClaim": {"claimName": "agent-sessions"}},
+            {"name": "skills", "hostPath": {"path": "/data/skills"}},
+        ],
+        "mounts": [
+            {"name": "sessions", "mountPath": "/workspace", "subPath": "uid-1/session-7"},
+            {"name": "sessions", "mountPath": "/mnt/previous", "subPath": "uid-1/session-6", "readOnly": true},
+            {"name": "skills", "mountPath": "/skills", "readOnly": true},
+        ],
+    });
+    let reply = call(
+        &app,
+        Method::POST,
+        "/v1/sandboxes",
+        Some(create_body(kubernetes_form)),
+        &[],
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
+    let volumes: Vec<(String, bool)> = reply.body["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["name"].as_str().unwrap().to_owned(),
+                v["readOnly"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        volumes,
+        [
+            ("sessions".to_owned(), false),
+            ("sessions-2".to_owned(), true),
+            ("skills".to_owned(), true),
+        ]
+    );
+    let mixed = json!({
+        "volumes": [
+            {"name": "sessions", "persistentVolumeClaim": {"claimName": "agent-sessions"}},
+            {"name": "work", "pvc": {"claimName": "agent-sessions"}, "mountPath": "/work"},
+        ],
+        "mounts": [{"name": "sessions", "mountPath": "/workspace"}],
+    });
+    let reply = call(
+        &app,
+        Method::POST,
+        "/v1/sandboxes",
+        Some(create_body(mixed)),
+        &[],
+    )
+    .await;
+    assert_error(&reply, 400, "VOLUME::MIXED_FORMS");
+    let message = reply.body["message"].as_str().unwrap();
+    assert!(
+        message.contains("volumes[1].mountPath") && message.contains("mounts"),
+        "{message}"
+    );
+    let unknown = json!({
+        "volumes": [{"name": "sessions", "persistentVolumeClaim": {"claimName": "agent-sessions"}}],
+        "mounts": [
+            {"name": "sessions", "mountPath": "/workspace"},
+            {"name": "scratch", "mountPath": "/scratch"},
+        ],
+    });
+    let reply = call(
+        &app,
+        Method::POST,
+        "/v1/sandboxes",
+        Some(create_body(unknown)),
+        &[],
+    )
+    .await;
+    assert_error(&reply, 400, "VOLUME::UNKNOWN_VOLUME");
+    assert!(
+        reply.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("mounts[1].name")
+    );
+}
+
 #[tokio::test]
 async fn dry_run_renders_without_side_effects() {
     let runtime = memory();
