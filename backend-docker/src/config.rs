@@ -77,19 +77,9 @@ impl DockerConfig {
             network_mode: "bridge".to_owned(),
             publish_host: "127.0.0.1".to_owned(),
             published_ports: Vec::new(),
-            drop_capabilities: [
-                "AUDIT_WRITE",
-                "MKNOD",
-                "NET_ADMIN",
-                "NET_RAW",
-                "SYS_ADMIN",
-                "SYS_MODULE",
-                "SYS_PTRACE",
-                "SYS_TIME",
-                "SYS_TTY_CONFIG",
-            ]
-            .map(str::to_owned)
-            .to_vec(),
+            drop_capabilities: berth_core::runtime::DROPPED_CAPABILITIES
+                .map(str::to_owned)
+                .to_vec(),
             pids_limit: 4096,
             ossfs: OssfsConfig {
                 mount_root: state_dir.join("ossfs"),

@@ -53,19 +53,9 @@ impl KubernetesConfig {
             start_timeout: Duration::from_secs(120),
             delete_grace_period: Duration::from_secs(10),
             allowed_host_paths: Vec::new(),
-            drop_capabilities: [
-                "AUDIT_WRITE",
-                "MKNOD",
-                "NET_ADMIN",
-                "NET_RAW",
-                "SYS_ADMIN",
-                "SYS_MODULE",
-                "SYS_PTRACE",
-                "SYS_TIME",
-                "SYS_TTY_CONFIG",
-            ]
-            .map(str::to_owned)
-            .to_vec(),
+            drop_capabilities: berth_core::runtime::DROPPED_CAPABILITIES
+                .map(str::to_owned)
+                .to_vec(),
             extra_labels: BTreeMap::new(),
         }
     }

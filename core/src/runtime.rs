@@ -17,6 +17,20 @@ use crate::model::{
 use crate::validate::{Violation, Violations};
 use crate::wire;
 
+/// Capabilities every runtime drops from a sandbox's processes by default (the same set on
+/// Docker and Kubernetes, so a sandbox can do the same things wherever it runs).
+pub const DROPPED_CAPABILITIES: [&str; 9] = [
+    "AUDIT_WRITE",
+    "MKNOD",
+    "NET_ADMIN",
+    "NET_RAW",
+    "SYS_ADMIN",
+    "SYS_MODULE",
+    "SYS_PTRACE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+];
+
 /// A create call: the validated spec plus the identity and time the API assigned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreateSandbox {
