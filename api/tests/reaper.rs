@@ -9,16 +9,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use berth_api::reaper::{self, Clock};
 use berth_api::{AppState, router};
-use berth_core::model::{ClaimName, MetadataPatch, SandboxId, SandboxRecord};
-use berth_core::runtime::{
-    Capabilities, CreateSandbox, ListSelection, ListedPage, RenderedSandbox, Runtime, RuntimeError,
-};
+use berth_core::model::{ClaimName, SandboxId};
+use berth_core::runtime::Runtime;
 use berth_core::testkit::InMemoryRuntime;
+use berth_core::testkit::intercepted::{Call, HookFuture, Intercepted};
 use berth_core::validate::StoragePolicy;
-use berth_core::wire;
 use chrono::{DateTime, Utc};
 use tower::ServiceExt;
 
@@ -166,97 +163,51 @@ async fn a_sandbox_renewed_to_two_seconds_ahead_is_gone_on_the_real_clock() {
 
 /// The in-memory runtime, where a renewal (as from another replica, outside this server's
 /// per-sandbox lock) lands just before the reaper's delete: after any read of the sandbox and
-/// before the delete acts.
-/// It also counts calls of `list`, which neither the reaper nor `/metrics` may make.
+/// before the delete acts. It also counts calls of `list`, which neither the reaper nor
+/// `/metrics` may make.
 struct RenewedUnderTheReaper {
-    inner: Arc<InMemoryRuntime>,
-    renew_to: std::sync::Mutex<Option<DateTime<Utc>>>,
-    lists: std::sync::atomic::AtomicUsize,
+    runtime: Arc<dyn Runtime>,
+    renew_to: Arc<std::sync::Mutex<Option<DateTime<Utc>>>>,
+    lists: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl RenewedUnderTheReaper {
-    async fn renew_once(&self, id: &SandboxId) {
-        let to = self.renew_to.lock().unwrap().take();
-        if let Some(to) = to {
-            self.inner.renew(id, to).await.unwrap();
+    fn new(inner: Arc<InMemoryRuntime>) -> Self {
+        let renew_to = Arc::new(std::sync::Mutex::new(None::<DateTime<Utc>>));
+        let lists = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut runtime = Intercepted::new(inner.clone());
+        // Renews once, at the first chance: right after a read, or just before a delete.
+        let renew_once = {
+            let renew_to = Arc::clone(&renew_to);
+            move |id: Option<&SandboxId>| -> HookFuture {
+                let to = renew_to.lock().unwrap().take();
+                let (inner, id) = (inner.clone(), id.cloned());
+                Box::pin(async move {
+                    if let (Some(to), Some(id)) = (to, id) {
+                        inner.renew(&id, to).await.unwrap();
+                    }
+                })
+            }
+        };
+        let before_renew = renew_once.clone();
+        let counted = Arc::clone(&lists);
+        runtime.before = Arc::new(move |call, id| match call {
+            Call::Delete | Call::DeleteIfExpired => before_renew(id),
+            Call::List => {
+                counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Box::pin(async {})
+            }
+            _ => Box::pin(async {}),
+        });
+        runtime.after = Arc::new(move |call, id| match call {
+            Call::Get => renew_once(id),
+            _ => Box::pin(async {}),
+        });
+        Self {
+            runtime: Arc::new(runtime),
+            renew_to,
+            lists,
         }
-    }
-}
-
-#[async_trait]
-impl Runtime for RenewedUnderTheReaper {
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-    async fn ping(&self) -> Result<(), RuntimeError> {
-        self.inner.ping().await
-    }
-    async fn create(&self, r: CreateSandbox) -> Result<SandboxRecord, RuntimeError> {
-        self.inner.create(r).await
-    }
-    async fn get(&self, id: &SandboxId) -> Result<SandboxRecord, RuntimeError> {
-        let record = self.inner.get(id).await;
-        self.renew_once(id).await;
-        record
-    }
-    async fn list(&self) -> Result<Vec<SandboxRecord>, RuntimeError> {
-        self.lists
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.inner.list().await
-    }
-    // The reaper's and the scrape's questions, answered by the inner runtime (as from an index).
-    async fn next_expiry(&self) -> Result<Option<DateTime<Utc>>, RuntimeError> {
-        self.inner.next_expiry().await
-    }
-    async fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<SandboxId>, RuntimeError> {
-        self.inner.due(now, limit).await
-    }
-    async fn count_by_state(
-        &self,
-    ) -> Result<std::collections::BTreeMap<berth_core::model::SandboxState, usize>, RuntimeError>
-    {
-        self.inner.count_by_state().await
-    }
-    async fn list_page(&self, s: &ListSelection) -> Result<ListedPage, RuntimeError> {
-        self.inner.list_page(s).await
-    }
-    async fn delete(&self, id: &SandboxId) -> Result<(), RuntimeError> {
-        self.renew_once(id).await;
-        self.inner.delete(id).await
-    }
-    async fn delete_if_expired(
-        &self,
-        id: &SandboxId,
-        now: DateTime<Utc>,
-    ) -> Result<bool, RuntimeError> {
-        self.renew_once(id).await;
-        self.inner.delete_if_expired(id, now).await
-    }
-    async fn pause(&self, id: &SandboxId) -> Result<(), RuntimeError> {
-        self.inner.pause(id).await
-    }
-    async fn resume(&self, id: &SandboxId) -> Result<(), RuntimeError> {
-        self.inner.resume(id).await
-    }
-    async fn renew(
-        &self,
-        id: &SandboxId,
-        at: DateTime<Utc>,
-    ) -> Result<DateTime<Utc>, RuntimeError> {
-        self.inner.renew(id, at).await
-    }
-    async fn patch_metadata(
-        &self,
-        id: &SandboxId,
-        p: &MetadataPatch,
-    ) -> Result<SandboxRecord, RuntimeError> {
-        self.inner.patch_metadata(id, p).await
-    }
-    async fn endpoint(&self, id: &SandboxId, port: u16) -> Result<wire::Endpoint, RuntimeError> {
-        self.inner.endpoint(id, port).await
-    }
-    async fn render(&self, r: &CreateSandbox) -> Result<RenderedSandbox, RuntimeError> {
-        self.inner.render(r).await
     }
 }
 
@@ -271,12 +222,8 @@ async fn a_renewal_landing_between_due_and_delete_wins() {
         base: Utc::now(),
         start: tokio::time::Instant::now(),
     });
-    let runtime = Arc::new(RenewedUnderTheReaper {
-        inner: inner.clone(),
-        renew_to: std::sync::Mutex::new(None),
-        lists: std::sync::atomic::AtomicUsize::new(0),
-    });
-    let mut state = AppState::new(runtime.clone(), StoragePolicy::default());
+    let runtime = RenewedUnderTheReaper::new(inner.clone());
+    let mut state = AppState::new(runtime.runtime.clone(), StoragePolicy::default());
     state.clock = clock.clone();
     let app = router(state.clone());
     let reaper = tokio::spawn(reaper::run(state.clone(), clock.clone()));

@@ -6,19 +6,17 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use berth_api::{AppState, router};
-use berth_core::model::{HostPath, MetadataPatch, SandboxId, SandboxRecord};
-use berth_core::runtime::{
-    BackendSupport, Capabilities, CreateSandbox, RenderedSandbox, Runtime, RuntimeError,
-};
+use berth_core::model::HostPath;
+use berth_core::runtime::{BackendSupport, Capabilities, Runtime};
 use berth_core::testkit::InMemoryRuntime;
+use berth_core::testkit::intercepted::{Call, HookFuture, Intercepted};
 use berth_core::validate::StoragePolicy;
 use berth_core::wire;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -872,69 +870,35 @@ fn gate() -> Arc<tokio::sync::Semaphore> {
     Arc::new(tokio::sync::Semaphore::new(0))
 }
 
-async fn pass(gate: Option<&Arc<tokio::sync::Semaphore>>) {
-    if let Some(gate) = gate {
-        gate.acquire().await.unwrap().forget();
-    }
+fn pass(gate: Option<&Arc<tokio::sync::Semaphore>>) -> HookFuture {
+    let gate = gate.cloned();
+    Box::pin(async move {
+        if let Some(gate) = gate {
+            gate.acquire().await.unwrap().forget();
+        }
+    })
 }
 
-#[async_trait]
-impl Runtime for Faulty {
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-    async fn ping(&self) -> Result<(), RuntimeError> {
-        self.inner.ping().await
-    }
-    async fn create(&self, r: CreateSandbox) -> Result<SandboxRecord, RuntimeError> {
-        let record = self.inner.create(r).await?;
-        pass(self.create_gate.as_ref()).await;
-        Ok(record)
-    }
-    async fn get(&self, id: &SandboxId) -> Result<SandboxRecord, RuntimeError> {
-        assert!(!self.panic_on_get, "deliberate panic in get");
-        self.inner.get(id).await
-    }
-    async fn list(&self) -> Result<Vec<SandboxRecord>, RuntimeError> {
-        self.inner.list().await
-    }
-    async fn delete(&self, id: &SandboxId) -> Result<(), RuntimeError> {
-        pass(self.delete_gate.as_ref()).await;
-        self.inner.delete(id).await
-    }
-    async fn delete_if_expired(
-        &self,
-        id: &SandboxId,
-        now: DateTime<Utc>,
-    ) -> Result<bool, RuntimeError> {
-        pass(self.delete_gate.as_ref()).await;
-        self.inner.delete_if_expired(id, now).await
-    }
-    async fn pause(&self, id: &SandboxId) -> Result<(), RuntimeError> {
-        self.inner.pause(id).await
-    }
-    async fn resume(&self, id: &SandboxId) -> Result<(), RuntimeError> {
-        self.inner.resume(id).await
-    }
-    async fn renew(
-        &self,
-        id: &SandboxId,
-        at: DateTime<Utc>,
-    ) -> Result<DateTime<Utc>, RuntimeError> {
-        self.inner.renew(id, at).await
-    }
-    async fn patch_metadata(
-        &self,
-        id: &SandboxId,
-        p: &MetadataPatch,
-    ) -> Result<SandboxRecord, RuntimeError> {
-        self.inner.patch_metadata(id, p).await
-    }
-    async fn endpoint(&self, id: &SandboxId, port: u16) -> Result<wire::Endpoint, RuntimeError> {
-        self.inner.endpoint(id, port).await
-    }
-    async fn render(&self, r: &CreateSandbox) -> Result<RenderedSandbox, RuntimeError> {
-        self.inner.render(r).await
+impl Faulty {
+    fn runtime(self) -> Arc<dyn Runtime> {
+        let mut runtime = Intercepted::new(self.inner);
+        let (panic_on_get, delete_gate) = (self.panic_on_get, self.delete_gate);
+        runtime.before = Arc::new(move |call, _| {
+            assert!(
+                !(panic_on_get && call == Call::Get),
+                "deliberate panic in get"
+            );
+            match call {
+                Call::Delete | Call::DeleteIfExpired => pass(delete_gate.as_ref()),
+                _ => pass(None),
+            }
+        });
+        let create_gate = self.create_gate;
+        runtime.after = Arc::new(move |call, _| match call {
+            Call::Create => pass(create_gate.as_ref()),
+            _ => pass(None),
+        });
+        Arc::new(runtime)
     }
 }
 
@@ -957,11 +921,12 @@ async fn a_create_whose_client_hangs_up_is_rolled_back() {
     let inner = memory();
     let gate = gate();
     let state = AppState::new(
-        Arc::new(Faulty {
+        Faulty {
             inner: inner.clone(),
             create_gate: Some(gate.clone()),
             ..Faulty::default()
-        }),
+        }
+        .runtime(),
         policy(),
     );
     let app = router(state.clone());
@@ -990,11 +955,12 @@ async fn a_create_past_the_deadline_is_a_504_and_rolled_back() {
     let inner = memory();
     let gate = gate();
     let state = AppState::new(
-        Arc::new(Faulty {
+        Faulty {
             inner: inner.clone(),
             create_gate: Some(gate.clone()),
             ..Faulty::default()
-        }),
+        }
+        .runtime(),
         policy(),
     )
     .with_request_deadline(std::time::Duration::from_millis(100));
@@ -1033,11 +999,12 @@ async fn a_delete_whose_client_hangs_up_still_completes() {
     let inner = memory();
     let gate = gate();
     let state = AppState::new(
-        Arc::new(Faulty {
+        Faulty {
             inner: inner.clone(),
             delete_gate: Some(gate.clone()),
             ..Faulty::default()
-        }),
+        }
+        .runtime(),
         policy(),
     );
     let app = router(state.clone());
@@ -1060,11 +1027,12 @@ async fn a_delete_whose_client_hangs_up_still_completes() {
 #[tokio::test]
 async fn a_panic_is_a_json_500_and_serving_goes_on() {
     let app = app_with(
-        Arc::new(Faulty {
+        Faulty {
             inner: memory(),
             panic_on_get: true,
             ..Faulty::default()
-        }),
+        }
+        .runtime(),
         None,
     );
     let id = create(&app, json!({})).await;
