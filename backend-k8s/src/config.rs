@@ -37,6 +37,8 @@ pub struct KubernetesConfig {
     pub drop_capabilities: Vec<String>,
     /// Labels added to every object Berth creates (tests use `berth.test=1`).
     pub extra_labels: BTreeMap<String, String>,
+    /// This replica's name in the reaper's Lease (default: host name and process id).
+    pub lease_identity: String,
 }
 
 impl KubernetesConfig {
@@ -57,8 +59,17 @@ impl KubernetesConfig {
                 .map(str::to_owned)
                 .to_vec(),
             extra_labels: BTreeMap::new(),
+            lease_identity: default_identity(),
         }
     }
+}
+
+/// `<host name>-<process id>`: unique per replica (a Pod's host name is its name).
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "berth".to_owned());
+    format!("{host}-{}", std::process::id())
 }
 
 /// Reads the operator's Pod template (`kubernetes.pod_template_file`), YAML or JSON; unknown

@@ -53,6 +53,9 @@ pub struct KubernetesRuntime {
     /// True once the watch's first full listing is in the table.
     synced: tokio::sync::watch::Receiver<bool>,
     watch: tokio::task::JoinHandle<()>,
+    /// Until when this replica holds the reaper's Lease (`None`: it does not).
+    leads_until: Arc<std::sync::Mutex<Option<DateTime<Utc>>>>,
+    lease: tokio::task::JoinHandle<()>,
     capabilities: Capabilities,
 }
 
@@ -67,6 +70,7 @@ impl std::fmt::Debug for KubernetesRuntime {
 impl Drop for KubernetesRuntime {
     fn drop(&mut self) {
         self.watch.abort();
+        self.lease.abort();
     }
 }
 
@@ -159,7 +163,15 @@ impl KubernetesRuntime {
             changes.clone(),
             synced_tx,
         ));
+        let leads_until = Arc::new(std::sync::Mutex::new(None));
+        let lease = tokio::spawn(hold_lease(
+            Api::namespaced(client.clone(), &config.namespace),
+            config.lease_identity.clone(),
+            Arc::clone(&leads_until),
+        ));
         Self {
+            leads_until,
+            lease,
             secrets: Api::namespaced(client.clone(), &config.namespace),
             claims: Api::namespaced(client, &config.namespace),
             pods,
@@ -526,6 +538,77 @@ async fn watch_pods(
     }
 }
 
+/// The reaper's Lease, in the runtime's namespace.
+const LEASE_NAME: &str = "berth-reaper";
+/// How long a hold lasts unless renewed.
+const LEASE_SECONDS: i32 = 15;
+/// How often the lease is looked at (well inside its duration).
+const LEASE_TICK: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Takes, renews or follows the reaper's Lease forever (see `leadership`); `leads_until` says
+/// until when this replica holds it. Every write carries the resourceVersion it was decided on.
+async fn hold_lease(
+    leases: Api<k8s_openapi::api::coordination::v1::Lease>,
+    me: String,
+    leads_until: Arc<std::sync::Mutex<Option<DateTime<Utc>>>>,
+) {
+    use crate::leadership::{LeaseDecision, claimed, decide};
+    let namespace = leases.namespace().unwrap_or("default").to_owned();
+    loop {
+        let now = Utc::now();
+        let held = match leases.get_opt(LEASE_NAME).await {
+            Ok(current) => match decide(current.as_ref(), &me, now) {
+                LeaseDecision::Follow { .. } => false,
+                LeaseDecision::Renew | LeaseDecision::Take => {
+                    let lease = claimed(
+                        current.as_ref(),
+                        LEASE_NAME,
+                        &namespace,
+                        &me,
+                        now,
+                        LEASE_SECONDS,
+                    );
+                    let written = match current {
+                        Some(_) => {
+                            leases
+                                .replace(LEASE_NAME, &PostParams::default(), &lease)
+                                .await
+                        }
+                        None => leases.create(&PostParams::default(), &lease).await,
+                    };
+                    match written {
+                        Ok(_) => true,
+                        // Another replica wrote first (409): it decides this round.
+                        Err(e) if is_status(&e, 409) => false,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "writing the reaper's Lease failed");
+                            false
+                        }
+                    }
+                }
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the reaper's Lease failed");
+                false
+            }
+        };
+        {
+            let mut until = leads_until
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let was = until.is_some_and(|u| u > now);
+            if held {
+                *until =
+                    now.checked_add_signed(chrono::TimeDelta::seconds(i64::from(LEASE_SECONDS)));
+            }
+            if held != was {
+                tracing::info!(identity = %me, leads = held, "reaper leadership changed");
+            }
+        }
+        tokio::time::sleep(LEASE_TICK).await;
+    }
+}
+
 /// What this runtime offers. A read-only mount is non-recursive: Berth does not use
 /// `recursiveReadOnly` yet (older API servers drop it silently), and every volume's report says so.
 fn capabilities(server_version: &str) -> Capabilities {
@@ -585,6 +668,11 @@ impl Runtime for KubernetesRuntime {
     }
 
     async fn ping(&self) -> Result<(), RuntimeError> {
+        if !*self.synced.borrow() {
+            return Err(RuntimeError::Unavailable {
+                detail: "the Pod cache has not finished its first listing yet".into(),
+            });
+        }
         self.pods
             .list_metadata(&kube::api::ListParams::default().limit(1))
             .await
@@ -728,6 +816,15 @@ impl Runtime for KubernetesRuntime {
             Err(e) if is_status(&e, 404) => Err(RuntimeError::NotFound { id: id.to_string() }),
             Err(e) => Err(api_error("deleting the Pod")(e)),
         }
+    }
+
+    /// Only the holder of the reaper's Lease reaps; a hold that ran out (this replica could not
+    /// renew it) counts as not leading.
+    async fn leads_reaping(&self) -> bool {
+        self.leads_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some_and(|until| until > Utc::now())
     }
 
     async fn pause(&self, _: &SandboxId) -> Result<(), RuntimeError> {

@@ -329,3 +329,49 @@ async fn the_kubernetes_runtime_passes_the_conformance_suite() {
     let _ = std::fs::remove_dir_all(&host_root);
     report.assert_passed();
 }
+
+/// Two replicas on one namespace: exactly one leads the reaping; when it goes, the other takes
+/// over once the hold runs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_one_replica_reaps_and_the_other_takes_over() {
+    let (namespace, first) =
+        TestNamespace::with("lease", |c| c.lease_identity = "one".into()).await;
+    let mut config = KubernetesConfig::new(&namespace.name);
+    config.kubeconfig = Some(kubeconfig());
+    config.lease_identity = "two".into();
+    let second = KubernetesRuntime::connect(config).await.unwrap();
+    let mut leaders = Vec::new();
+    for _ in 0..100 {
+        leaders = vec![first.leads_reaping().await, second.leads_reaping().await];
+        if leaders.iter().any(|l| *l) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        leaders.iter().filter(|l| **l).count(),
+        1,
+        "leaders: {leaders:?}"
+    );
+    // Over a few renewal rounds the answer stays: one leader.
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let now = [first.leads_reaping().await, second.leads_reaping().await];
+        assert_eq!(now.iter().filter(|l| **l).count(), 1, "leaders: {now:?}");
+    }
+    let (leader, follower) = if first.leads_reaping().await {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    drop(leader);
+    let started = std::time::Instant::now();
+    while !follower.leads_reaping().await {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the follower never took over"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    println!("took over after {:?}", started.elapsed());
+}
