@@ -12,7 +12,7 @@ use std::time::Duration;
 /// bound, for it to exit: a server that starts serving instead fails the test.
 fn run_to_exit(env: &[(&str, &str)]) -> Output {
     let tmp = common::tempfile_dir();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_berth-server"));
+    let mut command = common::server_command();
     command
         .env("BERTH_STORAGE__STATE_DIR", tmp.join("state"))
         .env("BERTH_SERVER__PORT", common::free_port().to_string())

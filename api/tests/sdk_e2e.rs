@@ -89,7 +89,7 @@ fn configuration_errors_exit_2_and_name_the_key() {
         ("BERTH_RUNTIME__TYPE", "podman", "runtime.type"),
     ] {
         let tmp = tempfile_dir();
-        let out = Command::new(env!("CARGO_BIN_EXE_berth-server"))
+        let out = common::server_command()
             .env("BERTH_STORAGE__STATE_DIR", tmp.join("state"))
             .env(key, value)
             .output()

@@ -13,5 +13,6 @@ pub mod pod_status;
 pub mod render;
 pub mod runtime;
 pub mod sandbox_table;
+pub mod sweep;
 
 pub use berth_core::runtime::Runtime;

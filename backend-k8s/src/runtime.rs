@@ -37,6 +37,7 @@ use crate::render::{
     LABEL_DELETE_WITH_SANDBOXES, LABEL_MANAGED_BY, MANAGED_BY, PodPlan, pod_name, render,
 };
 use crate::sandbox_table::SandboxTable;
+use crate::sweep::{SweepReport, Sweeper};
 
 /// How many times a write re-reads and retries after a `resourceVersion` conflict.
 const CONFLICT_RETRIES: usize = 3;
@@ -56,6 +57,8 @@ pub struct KubernetesRuntime {
     /// Until when this replica holds the reaper's Lease (`None`: it does not).
     leads_until: Arc<std::sync::Mutex<Option<DateTime<Utc>>>>,
     lease: tokio::task::JoinHandle<()>,
+    sweeper: Sweeper,
+    sweeps: tokio::task::JoinHandle<()>,
     capabilities: Capabilities,
 }
 
@@ -71,6 +74,7 @@ impl Drop for KubernetesRuntime {
     fn drop(&mut self) {
         self.watch.abort();
         self.lease.abort();
+        self.sweeps.abort();
     }
 }
 
@@ -169,7 +173,19 @@ impl KubernetesRuntime {
             config.lease_identity.clone(),
             Arc::clone(&leads_until),
         ));
+        let sweeper = Sweeper {
+            pods: pods.clone(),
+            secrets: Api::namespaced(client.clone(), &config.namespace),
+            table: Arc::clone(&table),
+            grace: config.start_timeout,
+        };
+        let sweeps = tokio::spawn(sweep_while_leading(
+            sweeper.clone(),
+            Arc::clone(&leads_until),
+        ));
         Self {
+            sweeper,
+            sweeps,
             leads_until,
             lease,
             secrets: Api::namespaced(client.clone(), &config.namespace),
@@ -182,6 +198,16 @@ impl KubernetesRuntime {
             watch,
             capabilities,
         }
+    }
+
+    /// Sweeps now what crashed creates left behind (the leader does it every
+    /// [`SWEEP_EVERY`](crate::sweep::SWEEP_EVERY)).
+    pub async fn sweep_now(&self) -> Result<SweepReport, RuntimeError> {
+        self.wait_synced().await?;
+        self.sweeper
+            .sweep(Utc::now())
+            .await
+            .map_err(api_error("sweeping"))
     }
 
     /// Waits until the table holds the watch's first full listing.
@@ -534,6 +560,23 @@ async fn watch_pods(
         for id in changed {
             // Nobody waiting is fine.
             let _ = changes.send(id);
+        }
+    }
+}
+
+/// Sweeps every [`SWEEP_EVERY`](crate::sweep::SWEEP_EVERY) while this replica leads.
+async fn sweep_while_leading(
+    sweeper: Sweeper,
+    leads_until: Arc<std::sync::Mutex<Option<DateTime<Utc>>>>,
+) {
+    loop {
+        tokio::time::sleep(crate::sweep::SWEEP_EVERY).await;
+        let leads = leads_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some_and(|until| until > Utc::now());
+        if leads && let Err(e) = sweeper.sweep(Utc::now()).await {
+            tracing::warn!(error = %e, "sweep failed; retried on the next round");
         }
     }
 }

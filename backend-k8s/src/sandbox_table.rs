@@ -175,6 +175,11 @@ impl SandboxTable {
         self.entries.get(id)
     }
 
+    /// Every entry, in no order.
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.values()
+    }
+
     /// Every sandbox, in no order.
     pub fn records(&self) -> impl Iterator<Item = &SandboxRecord> {
         self.entries.values().map(|e| &e.record)

@@ -1,5 +1,5 @@
 //! The Kubernetes runtime on a real API server and a real kubelet (`cargo xtask k8s-env up`;
-//! the kubeconfig is `BERTH_K8S_KUBECONFIG`, default `/tmp/berth-k8s/kubeconfig`). Each test
+//! the kubeconfig is `XTASK_K8S_KUBECONFIG`, default `/tmp/berth-k8s/kubeconfig`). Each test
 //! works in a namespace of its own, labelled `berth.test=1`, deleted at the end (also when the
 //! test panics). The tests fail, never skip, when the cluster cannot be reached.
 //!
@@ -24,7 +24,7 @@ use serde_json::json;
 const IMAGE: &str = "berth-test/busybox:latest";
 
 fn kubeconfig() -> PathBuf {
-    std::env::var_os("BERTH_K8S_KUBECONFIG")
+    std::env::var_os("XTASK_K8S_KUBECONFIG")
         .map_or_else(|| PathBuf::from("/tmp/berth-k8s/kubeconfig"), PathBuf::from)
 }
 
@@ -374,4 +374,67 @@ async fn exactly_one_replica_reaps_and_the_other_takes_over() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     println!("took over after {:?}", started.elapsed());
+}
+
+/// What a server that crashed mid-create leaves (a Pod past its create deadline that never
+/// ran, a Secret that never got its owner) is swept; a live sandbox is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leftovers_of_a_crashed_create_are_swept() {
+    let (namespace, runtime) =
+        TestNamespace::with("sweep", |c| c.start_timeout = Duration::from_secs(2)).await;
+    let live = runtime
+        .create(request("sweep-live", json!({})))
+        .await
+        .unwrap();
+
+    // As a crashed server left it: objects rendered and posted, nobody waiting on them.
+    let mut config = KubernetesConfig::new(&namespace.name);
+    config.image_pull_policy = Some("Never".into());
+    let crashed = request(
+        "sweep-crashed",
+        json!({"image": {"uri": "berth-test/absent:none", "auth": {"username": "u", "password": "p"}}}),
+    );
+    let plan = berth_k8s::render::PodPlan {
+        create_deadline: Some(chrono::Utc::now() - chrono::TimeDelta::try_minutes(5).unwrap()),
+        ..Default::default()
+    };
+    let objects = berth_k8s::render::render(&config, &crashed, &plan).unwrap();
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(namespace.client.clone(), &namespace.name);
+    secrets
+        .create(&PostParams::default(), &objects.secrets[0])
+        .await
+        .unwrap();
+    namespace
+        .pods()
+        .create(&PostParams::default(), &objects.pod)
+        .await
+        .unwrap();
+    // The kubelet reports the missing image; the Secret ages past the grace.
+    for _ in 0..150 {
+        if runtime
+            .get(&crashed.id)
+            .await
+            .is_ok_and(|r| r.status.state == SandboxState::Failed)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let report = runtime.sweep_now().await.unwrap();
+    assert_eq!(report.stuck_pods, ["sandbox-sweep-crashed"], "{report:?}");
+    assert_eq!(
+        report.orphan_secrets,
+        [objects.secrets[0].metadata.name.clone().unwrap()],
+        "{report:?}"
+    );
+    assert_eq!(
+        runtime.get(&live.id).await.unwrap().status.state,
+        SandboxState::Running
+    );
+    // A second sweep finds nothing more.
+    let again = runtime.sweep_now().await.unwrap();
+    assert!(again.orphan_secrets.is_empty(), "{again:?}");
 }

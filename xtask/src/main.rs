@@ -144,7 +144,7 @@ fn cluster_tests() -> Result<(), String> {
             "--test",
             "k8s_cluster",
         ])
-        .env("BERTH_K8S_KUBECONFIG", k8s_env::kubeconfig_path()))
+        .env("XTASK_K8S_KUBECONFIG", k8s_env::kubeconfig_path()))
 }
 
 /// The Kubernetes runtime's tests on the test cluster, which is brought up if it is not and left

@@ -55,6 +55,19 @@ pub fn mounts_below(dir: &Path) -> bool {
         .contains(dir.to_str().unwrap())
 }
 
+/// The `berth-server` binary without the caller's `BERTH_` variables: a test's settings are
+/// only what it sets (another `BERTH_` variable would change the server, or, not being a
+/// setting, make it refuse to start).
+pub fn server_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_berth-server"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("BERTH_") {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
 /// A running `berth-server`.
 pub struct Server {
     pub child: std::process::Child,
@@ -67,7 +80,7 @@ impl Server {
     /// waits until it listens.
     pub fn start(run: &str, state_dir: &Path, env: &[(&str, String)]) -> Self {
         let port = free_port();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_berth-server"));
+        let mut command = server_command();
         command
             .env("BERTH_SERVER__PORT", port.to_string())
             .env("BERTH_STORAGE__STATE_DIR", state_dir)

@@ -4,7 +4,7 @@
 //!
 //! The binaries are built once from Debian's `kubernetes` source package into a cache outside the
 //! checkout: `~/.cache/berth/k8s/v1.20.2-<patch id>/bin`, built in `~/.cache/berth/k8s/v1.20.2-build`
-//! (`$BERTH_K8S_CACHE` replaces `~/.cache/berth/k8s`). The running
+//! (`$XTASK_K8S_CACHE` replaces `~/.cache/berth/k8s`). The running
 //! cluster lives in one directory (`--dir`, default `/tmp/berth-k8s`): certificates, configs,
 //! logs, PID files, etcd data and the kubelet's root. Needs root and a running Docker daemon; one
 //! node per machine (its ports, `/var/log/pods` and the device-plugin socket are host-global).
@@ -135,11 +135,11 @@ pub(crate) struct Cache {
 
 impl Cache {
     fn from_env() -> Result<Self, String> {
-        let base = match std::env::var_os("BERTH_K8S_CACHE") {
+        let base = match std::env::var_os("XTASK_K8S_CACHE") {
             Some(dir) => absolute(Path::new(&dir))?,
             None => {
                 let home =
-                    std::env::var_os("HOME").ok_or("HOME is not set; set BERTH_K8S_CACHE")?;
+                    std::env::var_os("HOME").ok_or("HOME is not set; set XTASK_K8S_CACHE")?;
                 Path::new(&home).join(".cache/berth/k8s")
             }
         };
