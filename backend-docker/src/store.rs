@@ -175,6 +175,21 @@ struct Writer {
 }
 
 impl Writer {
+    /// Commits a sandbox record, then mirrors it: memory never shows what the disk does not hold.
+    fn put_record(&self, sandbox: StoredSandbox) -> Result<(), StoreError> {
+        let bytes = schema::encode_sandbox(&sandbox).map_err(|source| StoreError::Encode {
+            key: sandbox.id.clone(),
+            source,
+        })?;
+        self.write(|tx| {
+            tx.open_table(SANDBOXES)?
+                .insert(sandbox.id.as_str(), bytes.as_slice())?;
+            Ok(())
+        })?;
+        self.state.write(|state| state.put_record(sandbox));
+        Ok(())
+    }
+
     fn write(
         &self,
         f: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>,
@@ -396,22 +411,8 @@ impl Store {
 
     /// Inserts or replaces a sandbox record.
     pub async fn put(&self, sandbox: &StoredSandbox) -> Result<(), StoreError> {
-        let bytes = schema::encode_sandbox(sandbox).map_err(|source| StoreError::Encode {
-            key: sandbox.id.clone(),
-            source,
-        })?;
         let sandbox = sandbox.clone();
-        self.run(move |writer| {
-            writer.write(|tx| {
-                tx.open_table(SANDBOXES)?
-                    .insert(sandbox.id.as_str(), bytes.as_slice())?;
-                Ok(())
-            })?;
-            // Mirrored only after the commit: memory never shows what the disk does not hold.
-            writer.state.write(|state| state.put_record(sandbox));
-            Ok(())
-        })
-        .await
+        self.run(move |writer| writer.put_record(sandbox)).await
     }
 
     /// Sets a record's expiry; `false` when there is no such record or the reaper is deleting
@@ -433,16 +434,7 @@ impl Store {
                 return Ok(false);
             };
             sandbox.expires_at = Some(expires_at);
-            let bytes = schema::encode_sandbox(&sandbox).map_err(|source| StoreError::Encode {
-                key: sandbox.id.clone(),
-                source,
-            })?;
-            writer.write(|tx| {
-                tx.open_table(SANDBOXES)?
-                    .insert(sandbox.id.as_str(), bytes.as_slice())?;
-                Ok(())
-            })?;
-            writer.state.write(|state| state.put_record(sandbox));
+            writer.put_record(sandbox)?;
             Ok(true)
         })
         .await
