@@ -379,6 +379,7 @@ impl KubernetesRuntime {
     async fn wait_running(
         &self,
         id: &SandboxId,
+        spec: &berth_core::model::SandboxSpec,
         mut changes: tokio::sync::broadcast::Receiver<String>,
     ) -> Result<SandboxRecord, RuntimeError> {
         let deadline = tokio::time::Instant::now() + self.config.start_timeout;
@@ -395,11 +396,9 @@ impl KubernetesRuntime {
                             image: record.image,
                             detail,
                         },
-                        StartFailure::ContainerConfig { detail } => rejected(
-                            "volumes".into(),
-                            ErrorCode::SandboxInvalidParameter,
-                            format!("the kubelet refused the sandbox's container: {detail}"),
-                        ),
+                        StartFailure::ContainerConfig { detail } => {
+                            container_config_refusal(&detail, spec)
+                        }
                         StartFailure::Ended { detail } => rejected(
                             "entrypoint".into(),
                             ErrorCode::SandboxInvalidParameter,
@@ -684,6 +683,37 @@ fn capabilities(server_version: &str) -> Capabilities {
     }
 }
 
+/// What the kubelet's refusal of the sandbox container means. A subPath it will not prepare is
+/// one that leads out of its volume through a link (planted by another sandbox, typically): the
+/// same code as Docker's refusal of any link, on the volume the kubelet names.
+fn container_config_refusal(detail: &str, spec: &berth_core::model::SandboxSpec) -> RuntimeError {
+    let volume = detail
+        .split_once("failed to prepare subPath for volumeMount \"")
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map(|(name, _)| name);
+    match volume {
+        Some(name) => {
+            let field = spec
+                .volumes
+                .iter()
+                .position(|v| v.name.as_str() == name)
+                .map_or_else(|| "volumes".to_owned(), |i| format!("volumes[{i}].subPath"));
+            rejected(
+                field,
+                ErrorCode::VolumeSubPathSymlink,
+                format!(
+                    "the kubelet refused to mount this subPath (it leads out of the volume through a link): {detail}"
+                ),
+            )
+        }
+        None => rejected(
+            "volumes".into(),
+            ErrorCode::SandboxInvalidParameter,
+            format!("the kubelet refused the sandbox's container: {detail}"),
+        ),
+    }
+}
+
 /// An owner reference to `pod` (garbage collection of what was made for it).
 fn owner_of(pod: &Pod) -> OwnerReference {
     OwnerReference {
@@ -766,7 +796,7 @@ impl Runtime for KubernetesRuntime {
             self.apply_own_write(&pod);
             self.own_secrets(&secret_names, &pod).await?;
             self.own_shared_claims(&request, &pod).await?;
-            self.wait_running(&id, changes).await
+            self.wait_running(&id, &request.spec, changes).await
         }
         .await;
         match made {

@@ -286,13 +286,25 @@ impl Drop for VolumePool {
                 });
         })
         .join();
-        // Only when nothing is mounted below it any more (no Pod uses it).
-        let mounted = std::fs::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .contains(self.dir.to_str().unwrap_or("/"));
-        if !mounted {
-            let _ = std::fs::remove_dir_all(&self.dir);
+        // Only once nothing is mounted below it (no Pod uses it any more): never a delete
+        // through a bind mount.
+        let dir = self.dir.to_str().unwrap_or("/").to_owned();
+        let mounted = || {
+            std::fs::read_to_string("/proc/self/mountinfo")
+                .unwrap_or_default()
+                .contains(&dir)
+        };
+        for _ in 0..600 {
+            if !mounted() {
+                let _ = std::fs::remove_dir_all(&self.dir);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
         }
+        eprintln!(
+            "{} is still mounted after 120 s; left in place",
+            self.dir.display()
+        );
     }
 }
 
@@ -437,4 +449,156 @@ async fn leftovers_of_a_crashed_create_are_swept() {
     // A second sweep finds nothing more.
     let again = runtime.sweep_now().await.unwrap();
     assert!(again.orphan_secrets.is_empty(), "{again:?}");
+}
+
+/// Polls (bounded) until `path` on the host exists and returns its content.
+async fn host_file(path: &std::path::Path) -> String {
+    for _ in 0..300 {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            return text;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("{} never appeared", path.display());
+}
+
+fn shell(id: &str, script: &str, volumes: serde_json::Value) -> CreateSandbox {
+    request(
+        id,
+        json!({"entrypoint": ["sh", "-c", format!("{script}; sleep 600")], "volumes": volumes}),
+    )
+}
+
+/// The per-session workflow on real Pods and a real kubelet: session 1 writes on a claim's
+/// subPath and goes; session 2 on the same subPath reads it; session 3 on another subPath does
+/// not see it; a read-only mount cannot be written; a symlink planted by one sandbox in the
+/// shared claim gives a later sandbox asking for it as its subPath no host access.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_find_their_files_again_on_a_shared_claim() {
+    let (namespace, runtime) = TestNamespace::new("sessions").await;
+    let _pool = VolumePool::new(&namespace, 2).await;
+    let claim = |sub_path: &str, read_only: bool| {
+        json!([{"name": "work", "pvc": {"claimName": "sessions"}, "mountPath": "/workspace",
+                "subPath": sub_path, "readOnly": read_only}])
+    };
+    let one = runtime
+        .create(shell(
+            "session-1",
+            "echo from-session-1 > /workspace/x",
+            claim("uid-1/session-7", false),
+        ))
+        .await
+        .unwrap();
+    // Where the claim landed on the host: its PersistentVolume's hostPath.
+    let claims: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        Api::namespaced(namespace.client.clone(), &namespace.name);
+    let volume_name = claims
+        .get("sessions")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .volume_name
+        .unwrap();
+    let volume = Api::<PersistentVolume>::all(namespace.client.clone())
+        .get(&volume_name)
+        .await
+        .unwrap();
+    let root = PathBuf::from(volume.spec.unwrap().host_path.unwrap().path);
+    assert_eq!(
+        host_file(&root.join("uid-1/session-7/x")).await.trim(),
+        "from-session-1"
+    );
+    runtime.delete(&one.id).await.unwrap();
+
+    runtime
+        .create(shell(
+            "session-2",
+            "cat /workspace/x > /workspace/seen",
+            claim("uid-1/session-7", false),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        host_file(&root.join("uid-1/session-7/seen")).await.trim(),
+        "from-session-1",
+        "session 2 must read what session 1 wrote"
+    );
+    runtime
+        .create(shell(
+            "session-3",
+            "ls -a /workspace > /workspace/listing",
+            claim("uid-1/session-8", false),
+        ))
+        .await
+        .unwrap();
+    let listing = host_file(&root.join("uid-1/session-8/listing")).await;
+    assert!(
+        !listing.contains('x') || !listing.lines().any(|l| l == "x"),
+        "{listing}"
+    );
+
+    // Read-only: the write fails inside, and the result lands on a writable neighbour.
+    let volumes = json!([
+        {"name": "work", "pvc": {"claimName": "sessions"}, "mountPath": "/workspace", "subPath": "uid-1/session-7", "readOnly": true},
+        {"name": "out", "pvc": {"claimName": "sessions"}, "mountPath": "/out", "subPath": "uid-1/results"},
+    ]);
+    runtime
+        .create(shell(
+            "session-ro",
+            "if touch /workspace/y 2>/dev/null; then echo writable; else echo readonly; fi > /out/ro",
+            volumes,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        host_file(&root.join("uid-1/results/ro")).await.trim(),
+        "readonly"
+    );
+    assert!(!root.join("uid-1/session-7/y").exists());
+
+    // A planted link to / in the shared claim, asked for as a subPath by a later sandbox.
+    runtime
+        .create(shell(
+            "planter",
+            "ln -s / /workspace/evil",
+            claim("shared", false),
+        ))
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        if root.join("shared/evil").symlink_metadata().is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let attempt = runtime
+        .create(shell(
+            "victim",
+            "ls / > /workspace/root-listing",
+            claim("shared/evil", false),
+        ))
+        .await;
+    match attempt {
+        Err(e) => {
+            println!("a subPath through a planted link to /: {} {e}", e.code());
+            assert_eq!(e.code().as_str(), "VOLUME::SUB_PATH_SYMLINK", "{e}");
+            assert!(e.to_string().contains("volumes[0].subPath"), "{e}");
+        }
+        Ok(record) => panic!(
+            "a sandbox got a subPath through a link to / (escape!): {:?}",
+            record.status
+        ),
+    }
+    assert!(
+        !std::path::Path::new("/root-listing").exists(),
+        "the victim wrote to the host's /"
+    );
+    // Every sandbox gone before the volumes and their directories go.
+    for id in ["session-2", "session-3", "session-ro", "planter"] {
+        let id = SandboxId::new(id).unwrap();
+        runtime.delete(&id).await.unwrap();
+        until_gone(&runtime, &id).await;
+    }
+    until_gone(&runtime, &one.id).await;
 }
