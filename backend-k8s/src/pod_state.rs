@@ -8,7 +8,9 @@
 
 use std::collections::BTreeMap;
 
-use berth_core::model::{MountedVolume, ReadOnlyMode, VolumeBackendKind};
+use berth_core::model::{
+    Metadata, MetadataKey, MetadataValue, MountedVolume, ReadOnlyMode, VolumeBackendKind,
+};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -110,6 +112,23 @@ impl PodState {
     pub fn to_annotation(&self) -> String {
         // A struct of strings, maps and timestamps always serialises.
         serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// The metadata as the model types it. Keys and values were validated when set; a pair
+    /// that no longer validates was written by hand and is left out.
+    pub fn typed_metadata(&self) -> Metadata {
+        self.metadata
+            .iter()
+            .filter_map(|(k, v)| Some((MetadataKey::new(k).ok()?, MetadataValue::new(v).ok()?)))
+            .collect()
+    }
+
+    /// Stores `metadata` exactly as set.
+    pub fn set_metadata(&mut self, metadata: &Metadata) {
+        self.metadata = metadata
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
     }
 
     /// The volumes as reported.

@@ -934,23 +934,11 @@ impl Runtime for KubernetesRuntime {
     ) -> Result<SandboxRecord, RuntimeError> {
         let pod = self
             .patch_state(id, |state| {
-                let mut metadata = state
-                    .metadata
-                    .iter()
-                    .filter_map(|(k, v)| {
-                        Some((
-                            berth_core::model::MetadataKey::new(k).ok()?,
-                            berth_core::model::MetadataValue::new(v).ok()?,
-                        ))
-                    })
-                    .collect();
+                let mut metadata = state.typed_metadata();
                 patch
                     .apply_checked(&mut metadata)
                     .map_err(RuntimeError::Rejected)?;
-                state.metadata = metadata
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect();
+                state.set_metadata(&metadata);
                 Ok(())
             })
             .await?;

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use berth_core::list_index::ListIndex;
-use berth_core::model::{MetadataKey, MetadataValue, SandboxId, SandboxRecord, SandboxState};
+use berth_core::model::{SandboxId, SandboxRecord, SandboxState};
 use berth_core::runtime::{ListSelection, ListedPage};
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::Pod;
@@ -75,12 +75,7 @@ pub fn entry_of(pod: &Pod) -> Result<Entry, UnreadablePod> {
         image: container.and_then(|c| c.image.clone()).unwrap_or_default(),
         platform: None,
         entrypoint: state.entrypoint.clone(),
-        // Keys and values were validated when set; anything else was written by hand.
-        metadata: state
-            .metadata
-            .iter()
-            .filter_map(|(k, v)| Some((MetadataKey::new(k).ok()?, MetadataValue::new(v).ok()?)))
-            .collect(),
+        metadata: state.typed_metadata(),
         status: sandbox_status(pod, state.created_at),
         created_at: state.created_at,
         expires_at: state.expires_at,

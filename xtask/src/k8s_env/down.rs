@@ -6,13 +6,13 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Instant;
 
 use super::Cache;
 use super::cluster::Layout;
 use super::host::{HostState, mounts_under, remove_kubepods_cgroups, unmount_all_under};
-use super::up::PAUSE_IMAGE;
+use super::up::{PAUSE_IMAGE, pause_image_present};
 
 /// Files and directories of the node (not the control plane's), removed by every `down`.
 const NODE_STATE: &[&str] = &[
@@ -178,13 +178,7 @@ fn remove_unless_mounted(path: &Path) -> Result<(), String> {
 }
 
 fn remove_pause_image() -> Result<(), String> {
-    let present = Command::new("docker")
-        .args(["image", "inspect", PAUSE_IMAGE])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if present {
+    if pause_image_present() {
         docker_lines(&["rmi", PAUSE_IMAGE])?;
     }
     Ok(())

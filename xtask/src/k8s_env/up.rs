@@ -125,15 +125,19 @@ fn prepare_dir(layout: &Layout) -> Result<(), String> {
         .map_err(|e| format!("restricting {}: {e}", layout.dir.display()))
 }
 
-/// Imports the `pause` binary as an image whose only file it is (nothing can be pulled here).
-fn import_pause_image(cache: &Cache) -> Result<(), String> {
-    let present = Command::new("docker")
+/// Whether the engine has the pause image.
+pub(super) fn pause_image_present() -> bool {
+    Command::new("docker")
         .args(["image", "inspect", PAUSE_IMAGE])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
-        .is_ok_and(|s| s.success());
-    if present {
+        .is_ok_and(|s| s.success())
+}
+
+/// Imports the `pause` binary as an image whose only file it is (nothing can be pulled here).
+fn import_pause_image(cache: &Cache) -> Result<(), String> {
+    if pause_image_present() {
         return Ok(());
     }
     let rootfs = std::env::temp_dir().join(format!("berth-k8s-pause-{}", std::process::id()));
