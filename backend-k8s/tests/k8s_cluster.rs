@@ -8,134 +8,22 @@
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly by design.
 
+mod cluster;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
-use berth_core::model::{MetadataPatch, SandboxId, SandboxSpec, SandboxState};
-use berth_core::runtime::{CreateSandbox, ListSelection, Runtime, RuntimeError};
-use berth_core::validate::StoragePolicy;
-use berth_core::wire;
+use berth_core::model::{MetadataPatch, SandboxId, SandboxState};
+use berth_core::runtime::{ListSelection, Runtime, RuntimeError};
 use berth_k8s::config::KubernetesConfig;
 use berth_k8s::runtime::KubernetesRuntime;
-use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, Pod};
-use kube::api::{Api, DeleteParams, PostParams};
+use k8s_openapi::api::core::v1::PersistentVolume;
+use kube::api::{Api, PostParams};
 use serde_json::json;
 
-const IMAGE: &str = "berth-test/busybox:latest";
-
-fn kubeconfig() -> PathBuf {
-    std::env::var_os("XTASK_K8S_KUBECONFIG")
-        .map_or_else(|| PathBuf::from("/tmp/berth-k8s/kubeconfig"), PathBuf::from)
-}
-
-/// A namespace of the test's own, deleted on drop.
-struct TestNamespace {
-    name: String,
-    client: kube::Client,
-}
-
-impl TestNamespace {
-    async fn new(test: &str) -> (Self, KubernetesRuntime) {
-        Self::with(test, |_| {}).await
-    }
-
-    async fn with(
-        test: &str,
-        tweak: impl FnOnce(&mut KubernetesConfig),
-    ) -> (Self, KubernetesRuntime) {
-        let path = kubeconfig();
-        let kubeconfig = kube::config::Kubeconfig::read_from(&path).unwrap_or_else(|e| {
-            panic!(
-                "no test cluster: cannot read {} ({e}); run `cargo xtask k8s-env up`",
-                path.display()
-            )
-        });
-        let config = kube::Config::from_custom_kubeconfig(
-            kubeconfig,
-            &kube::config::KubeConfigOptions::default(),
-        )
-        .await
-        .unwrap();
-        let client = kube::Client::try_from(config).unwrap();
-        let name = format!("berth-test-{test}-{}", std::process::id());
-        let namespace: Namespace = serde_json::from_value(json!({
-            "metadata": {"name": name, "labels": {"berth.test": "1"}}
-        }))
-        .unwrap();
-        Api::<Namespace>::all(client.clone())
-            .create(&PostParams::default(), &namespace)
-            .await
-            .unwrap_or_else(|e| panic!("the test cluster does not answer: {e}"));
-        let mut runtime_config = KubernetesConfig::new(&name);
-        runtime_config.kubeconfig = Some(path);
-        runtime_config.image_pull_policy = Some("Never".into());
-        runtime_config.start_timeout = Duration::from_secs(60);
-        runtime_config.delete_grace_period = Duration::from_secs(1);
-        runtime_config
-            .extra_labels
-            .insert("berth.test".into(), "1".into());
-        tweak(&mut runtime_config);
-        let runtime = KubernetesRuntime::connect(runtime_config).await.unwrap();
-        (Self { name, client }, runtime)
-    }
-
-    fn pods(&self) -> Api<Pod> {
-        Api::namespaced(self.client.clone(), &self.name)
-    }
-}
-
-impl Drop for TestNamespace {
-    fn drop(&mut self) {
-        // Deleting the namespace deletes every Pod, claim and Secret in it.
-        let (client, name) = (self.client.clone(), self.name.clone());
-        let _ = std::thread::spawn(move || {
-            tokio::runtime::Runtime::new()
-                .unwrap()
-                .block_on(async move {
-                    let _ = Api::<Namespace>::all(client)
-                        .delete(&name, &DeleteParams::background())
-                        .await;
-                });
-        })
-        .join();
-    }
-}
-
-fn request(id: &str, body: serde_json::Value) -> CreateSandbox {
-    let mut full = json!({
-        "image": {"uri": IMAGE},
-        "entrypoint": ["sleep", "600"],
-        "resourceLimits": {"cpu": "100m", "memory": "64Mi"},
-        "timeout": 600,
-    });
-    full.as_object_mut()
-        .unwrap()
-        .extend(body.as_object().unwrap().clone());
-    let request: wire::CreateSandboxRequest = serde_json::from_value(full).unwrap();
-    CreateSandbox {
-        id: SandboxId::new(id).unwrap(),
-        spec: SandboxSpec::from_request(request, &StoragePolicy::default()).unwrap(),
-        created_at: chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 3),
-    }
-}
-
-/// Waits (bounded) until `get` answers 404 — the Pod is gone — and says what it saw before.
-async fn until_gone(runtime: &KubernetesRuntime, id: &SandboxId) -> Vec<SandboxState> {
-    let mut seen = Vec::new();
-    for _ in 0..600 {
-        match runtime.get(id).await {
-            Err(RuntimeError::NotFound { .. }) => return seen,
-            Ok(record) => {
-                if seen.last() != Some(&record.status.state) {
-                    seen.push(record.status.state);
-                }
-            }
-            Err(e) => panic!("get failed: {e}"),
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("sandbox {id} still present after 120 s: {seen:?}");
-}
+use cluster::{
+    IMAGE, TestNamespace, VolumePool, host_file, kubeconfig, request, shell, until_gone,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sandbox_lives_and_dies_as_a_pod() {
@@ -233,79 +121,6 @@ async fn a_missing_image_fails_at_once_and_leaves_nothing() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     panic!("the Pod of a failed create is still there after 60 s");
-}
-
-/// hostPath PersistentVolumes with no storage class, for the claims Berth creates to bind to (the
-/// test cluster has no provisioner); deleted, with their directories, on drop.
-struct VolumePool {
-    names: Vec<String>,
-    dir: PathBuf,
-    client: kube::Client,
-}
-
-impl VolumePool {
-    async fn new(namespace: &TestNamespace, count: usize) -> Self {
-        let dir = PathBuf::from(format!("/tmp/berth-k8s-pv-{}", namespace.name));
-        let api = Api::<PersistentVolume>::all(namespace.client.clone());
-        let mut names = Vec::new();
-        for i in 0..count {
-            let name = format!("{}-{i}", namespace.name);
-            let volume: PersistentVolume = serde_json::from_value(json!({
-                "metadata": {"name": name, "labels": {"berth.test": "1"}},
-                "spec": {
-                    "capacity": {"storage": "1Gi"},
-                    "accessModes": ["ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany"],
-                    "persistentVolumeReclaimPolicy": "Retain",
-                    "storageClassName": "",
-                    "hostPath": {"path": dir.join(i.to_string()).to_str().unwrap(), "type": "DirectoryOrCreate"},
-                },
-            }))
-            .unwrap();
-            api.create(&PostParams::default(), &volume).await.unwrap();
-            names.push(name);
-        }
-        Self {
-            names,
-            dir,
-            client: namespace.client.clone(),
-        }
-    }
-}
-
-impl Drop for VolumePool {
-    fn drop(&mut self) {
-        let (client, names) = (self.client.clone(), self.names.clone());
-        let _ = std::thread::spawn(move || {
-            tokio::runtime::Runtime::new()
-                .unwrap()
-                .block_on(async move {
-                    let api = Api::<PersistentVolume>::all(client);
-                    for name in names {
-                        let _ = api.delete(&name, &DeleteParams::default()).await;
-                    }
-                });
-        })
-        .join();
-        // Only once nothing is mounted below it (no Pod uses it any more): never a delete
-        // through a bind mount.
-        let dir = self.dir.to_str().unwrap_or("/").to_owned();
-        let mounted = || {
-            std::fs::read_to_string("/proc/self/mountinfo")
-                .unwrap_or_default()
-                .contains(&dir)
-        };
-        for _ in 0..600 {
-            if !mounted() {
-                let _ = std::fs::remove_dir_all(&self.dir);
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        eprintln!(
-            "{} is still mounted after 120 s; left in place",
-            self.dir.display()
-        );
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -449,24 +264,6 @@ async fn leftovers_of_a_crashed_create_are_swept() {
     // A second sweep finds nothing more.
     let again = runtime.sweep_now().await.unwrap();
     assert!(again.orphan_secrets.is_empty(), "{again:?}");
-}
-
-/// Polls (bounded) until `path` on the host exists and returns its content.
-async fn host_file(path: &std::path::Path) -> String {
-    for _ in 0..300 {
-        if let Ok(text) = std::fs::read_to_string(path) {
-            return text;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("{} never appeared", path.display());
-}
-
-fn shell(id: &str, script: &str, volumes: serde_json::Value) -> CreateSandbox {
-    request(
-        id,
-        json!({"entrypoint": ["sh", "-c", format!("{script}; sleep 600")], "volumes": volumes}),
-    )
 }
 
 /// The per-session workflow on real Pods and a real kubelet: session 1 writes on a claim's

@@ -133,18 +133,24 @@ fn test_on_cluster() -> Result<(), String> {
     result.and(down)
 }
 
+/// The test binaries that need the test cluster, per package. Each is `test = false` in its
+/// manifest, so a plain `cargo test --workspace` (no cluster) leaves them out.
+const CLUSTER_TESTS: &[(&str, &[&str])] = &[
+    ("berth-k8s", &["k8s_cluster", "k8s_subpaths", "k8s_deploy"]),
+    ("berth-api", &["k8s_servers"]),
+];
+
 fn cluster_tests() -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    run(Command::new(cargo)
-        .args([
-            "test",
-            "-p",
-            "berth-k8s",
-            "--all-features",
-            "--test",
-            "k8s_cluster",
-        ])
-        .env("XTASK_K8S_KUBECONFIG", k8s_env::kubeconfig_path()))
+    for (package, tests) in CLUSTER_TESTS {
+        let mut command = Command::new(&cargo);
+        command.args(["test", "-p", package, "--all-features"]);
+        for test in *tests {
+            command.args(["--test", test]);
+        }
+        run(command.env("XTASK_K8S_KUBECONFIG", k8s_env::kubeconfig_path()))?;
+    }
+    Ok(())
 }
 
 /// The Kubernetes runtime's tests on the test cluster, which is brought up if it is not and left
