@@ -136,7 +136,10 @@ fn test_on_cluster() -> Result<(), String> {
 /// The test binaries that need the test cluster, per package. Each is `test = false` in its
 /// manifest, so a plain `cargo test --workspace` (no cluster) leaves them out.
 const CLUSTER_TESTS: &[(&str, &[&str])] = &[
-    ("berth-k8s", &["k8s_cluster", "k8s_subpaths", "k8s_deploy"]),
+    (
+        "berth-k8s",
+        &["k8s_cluster", "k8s_subpaths", "k8s_objects", "k8s_deploy"],
+    ),
     ("berth-api", &["k8s_servers"]),
 ];
 
