@@ -52,6 +52,10 @@ pub struct KubernetesSection {
     pub ossfs_csi_driver: String,
     /// Grace period of a sandbox Pod's deletion.
     pub delete_grace_period_seconds: u64,
+    /// Image of the init container that prepares subPaths as Docker does (links refused,
+    /// missing directories made with their parent's owner, group and mode); it must have `sh`,
+    /// `mkdir`, `chmod`, `chown` and `stat`. Unset: the kubelet alone resolves subPaths.
+    pub subpath_init_image: Option<String>,
 }
 
 impl Default for KubernetesSection {
@@ -66,6 +70,7 @@ impl Default for KubernetesSection {
             service_account_name: None,
             ossfs_csi_driver: "ossplugin.csi.alibabacloud.com".into(),
             delete_grace_period_seconds: 10,
+            subpath_init_image: None,
         }
     }
 }
@@ -444,6 +449,13 @@ impl Config {
                 "kubernetes.image_pull_policy = {policy:?}: must be Always, IfNotPresent or Never"
             )));
         }
+        if let Some(image) = &k.subpath_init_image
+            && (image.is_empty() || image.contains(char::is_whitespace))
+        {
+            return Err(ConfigError(format!(
+                "kubernetes.subpath_init_image = {image:?}: must be an image reference (no spaces), e.g. \"busybox:1.36\""
+            )));
+        }
         if self.runtime.kind == RuntimeKind::Kubernetes
             && self.server.request_deadline_seconds <= k.start_timeout_seconds
         {
@@ -479,6 +491,25 @@ impl Config {
         config.start_timeout = Duration::from_secs(k.start_timeout_seconds);
         config.delete_grace_period = Duration::from_secs(k.delete_grace_period_seconds);
         config.allowed_host_paths = self.policy().allowed_host_roots;
+        config.subpath_init_image.clone_from(&k.subpath_init_image);
+        if config.subpath_init_image.is_some()
+            && let Some(path) = &k.pod_template_file
+            && config
+                .pod_template
+                .as_ref()
+                .and_then(|p| p.spec.as_ref())
+                .and_then(|s| s.init_containers.as_ref())
+                .is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c.name == berth_k8s::render::SUBPATH_INIT_CONTAINER)
+                })
+        {
+            return Err(ConfigError(format!(
+                "kubernetes.pod_template_file = {}: its init container \"{}\" has the name of the one Berth adds for kubernetes.subpath_init_image; rename it",
+                path.display(),
+                berth_k8s::render::SUBPATH_INIT_CONTAINER
+            )));
+        }
         Ok(config)
     }
 
@@ -792,6 +823,44 @@ mod tests {
         assert_eq!(docker.image_pull_timeout, Duration::from_secs(11));
     }
 
+    #[cfg(feature = "kubernetes")]
+    #[test]
+    fn the_subpath_init_image_reaches_the_kubernetes_config_and_may_not_clash() {
+        let kubernetes = |pairs: &[(&str, &str)]| {
+            let mut all = vec![("BERTH_RUNTIME__TYPE", "kubernetes")];
+            all.extend_from_slice(pairs);
+            load(env(&all)).unwrap().kubernetes_config()
+        };
+        assert_eq!(kubernetes(&[]).unwrap().subpath_init_image, None);
+        let set = kubernetes(&[("BERTH_KUBERNETES__SUBPATH_INIT_IMAGE", "busybox:1.36")]).unwrap();
+        assert_eq!(set.subpath_init_image.as_deref(), Some("busybox:1.36"));
+        // A template init container with Berth's name: refused at start, naming both keys.
+        let dir = std::env::temp_dir().join(format!("berth-config-init-{}", std::process::id()));
+        std::fs::create_dir(&dir).unwrap();
+        let file = dir.join("template.yaml");
+        std::fs::write(
+            &file,
+            "spec:\n  initContainers:\n  - name: berth-subpaths\n    image: x\n  containers: []\n",
+        )
+        .unwrap();
+        let template = file.to_str().unwrap();
+        let clash = kubernetes(&[
+            ("BERTH_KUBERNETES__SUBPATH_INIT_IMAGE", "busybox:1.36"),
+            ("BERTH_KUBERNETES__POD_TEMPLATE_FILE", template),
+        ])
+        .unwrap_err()
+        .to_string();
+        let alone = kubernetes(&[("BERTH_KUBERNETES__POD_TEMPLATE_FILE", template)]);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(
+            clash.contains("kubernetes.pod_template_file")
+                && clash.contains("kubernetes.subpath_init_image")
+                && clash.contains("\"berth-subpaths\""),
+            "{clash}"
+        );
+        assert!(alone.is_ok(), "without the init image the name is free");
+    }
+
     #[test]
     fn the_request_deadline_must_outlast_a_docker_create() {
         // 300 + 60 by default: 360 is not enough, 361 is.
@@ -866,6 +935,11 @@ mod tests {
                 "BERTH_KUBERNETES__START_TIMEOUT_SECONDS",
                 "900",
                 "kubernetes.start_timeout_seconds",
+            ),
+            (
+                "BERTH_KUBERNETES__SUBPATH_INIT_IMAGE",
+                "busybox latest",
+                "kubernetes.subpath_init_image",
             ),
         ] {
             let message = Config::load_for(

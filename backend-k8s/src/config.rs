@@ -39,6 +39,12 @@ pub struct KubernetesConfig {
     pub extra_labels: BTreeMap<String, String>,
     /// This replica's name in the reaper's Lease (default: host name and process id).
     pub lease_identity: String,
+    /// The image of the init container that prepares subPaths the way Docker does
+    /// (`kubernetes.subpath_init_image`): every segment checked, links refused, missing
+    /// directories created with their parent's owner, group and mode. It must have `sh`,
+    /// `mkdir`, `chmod`, `chown` and `stat` on its `PATH` (busybox does). Unset: the kubelet
+    /// alone resolves subPaths (see docs/kubernetes.md, "subPath").
+    pub subpath_init_image: Option<String>,
 }
 
 impl KubernetesConfig {
@@ -60,6 +66,7 @@ impl KubernetesConfig {
                 .to_vec(),
             extra_labels: BTreeMap::new(),
             lease_identity: default_identity(),
+            subpath_init_image: None,
         }
     }
 }

@@ -2,14 +2,21 @@
 //! container states, with the cause in `message`), and how a create waiting for Running is
 //! doing — still starting (scheduling, pulling, mounting: shown, waited for), running, or
 //! failed for a reason that waiting will not fix (a missing image, a configuration the kubelet
-//! refuses, an entry process that already ended). Pure.
+//! refuses, an entry process that already ended, a subPath Berth's init container refused).
+//! Pure.
 
-use berth_core::model::{SandboxState, SandboxStatus};
+use berth_core::ErrorCode;
+use berth_core::model::{SandboxSpec, SandboxState, SandboxStatus};
+use berth_core::runtime::RuntimeError;
+use berth_core::validate::{Violation, Violations};
 use chrono::{DateTime, Utc};
-use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod};
+use k8s_openapi::api::core::v1::{ContainerStateTerminated, ContainerStatus, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::render::SANDBOX_CONTAINER;
+use crate::render::{
+    SANDBOX_CONTAINER, SUBPATH_EXIT_MISSING, SUBPATH_EXIT_NOT_DIRECTORY, SUBPATH_EXIT_SYMLINK,
+    SUBPATH_EXIT_UNSUPPORTED_TYPE, SUBPATH_INIT_CONTAINER, sub_path_field,
+};
 
 /// Waiting reasons of the sandbox container that mean the image cannot be had.
 const IMAGE_FAILURES: [&str; 4] = [
@@ -52,6 +59,103 @@ pub enum StartFailure {
         /// How.
         detail: String,
     },
+    /// Berth's init container refused a subPath, or could not run.
+    SubPath(SubPathFailure),
+}
+
+/// What Berth's init container (`kubernetes.subpath_init_image`) reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubPathFailure {
+    /// The script's exit status (see [`crate::render::SUBPATH_SCRIPT`]); `None` when it never
+    /// ran (its image cannot be had, or the kubelet refused the container).
+    pub exit_code: Option<i32>,
+    /// The request volume its message names.
+    pub volume: Option<String>,
+    /// Its message (the script's last line), or the kubelet's.
+    pub detail: String,
+}
+
+impl SubPathFailure {
+    fn of(status: &ContainerStatus) -> Option<Self> {
+        let state = status.state.as_ref()?;
+        if let Some(terminated) = state.terminated.as_ref().filter(|t| t.exit_code != 0) {
+            let message = terminated.message.as_deref().unwrap_or_default();
+            // The script's own line is the last one it wrote; anything before is a tool's.
+            let line = message
+                .lines()
+                .rev()
+                .find_map(|l| l.trim().strip_prefix("berth-subpaths: "));
+            let volume = line
+                .and_then(|l| l.strip_prefix("volume \""))
+                .and_then(|rest| rest.split_once('"'))
+                .map(|(name, _)| name.to_owned());
+            return Some(Self {
+                exit_code: Some(terminated.exit_code),
+                volume,
+                detail: line.map_or_else(
+                    || {
+                        format!(
+                            "the init container ended with code {}{}: {}",
+                            terminated.exit_code,
+                            terminated
+                                .reason
+                                .as_deref()
+                                .map(|r| format!(" ({r})"))
+                                .unwrap_or_default(),
+                            message.trim()
+                        )
+                    },
+                    str::to_owned,
+                ),
+            });
+        }
+        let waiting = state.waiting.as_ref()?;
+        let reason = waiting.reason.as_deref().unwrap_or_default();
+        (IMAGE_FAILURES.contains(&reason) || reason == "CreateContainerConfigError").then(|| Self {
+            exit_code: None,
+            volume: None,
+            detail: format!(
+                "the init container cannot run: {reason}: {}",
+                waiting.message.as_deref().unwrap_or("")
+            ),
+        })
+    }
+
+    /// The error a create answers, as Docker answers the same path: a link anywhere is
+    /// `VOLUME::SUB_PATH_SYMLINK`, a non-directory on the way or an unmountable file type
+    /// `VOLUME::UNSUPPORTED_FILE_TYPE`, a missing part that cannot be created
+    /// `VOLUME::INVALID_SUB_PATH`, each on the field of the volume named; anything else is the
+    /// operator's to fix (the image, its tools), so an internal error with the details logged.
+    pub fn to_error(&self, spec: &SandboxSpec) -> RuntimeError {
+        let code = match self.exit_code {
+            Some(SUBPATH_EXIT_SYMLINK) => ErrorCode::VolumeSubPathSymlink,
+            Some(SUBPATH_EXIT_NOT_DIRECTORY | SUBPATH_EXIT_UNSUPPORTED_TYPE) => {
+                ErrorCode::VolumeUnsupportedFileType
+            }
+            Some(SUBPATH_EXIT_MISSING) => ErrorCode::VolumeInvalidSubPath,
+            _ => {
+                return RuntimeError::Internal {
+                    context: format!(
+                        "preparing subPaths in the init container \"{SUBPATH_INIT_CONTAINER}\" (kubernetes.subpath_init_image)"
+                    ),
+                    detail: self.detail.clone(),
+                };
+            }
+        };
+        let field = self
+            .volume
+            .as_deref()
+            .and_then(|name| spec.volumes.iter().position(|v| v.name.as_str() == name))
+            .map_or_else(
+                || "volumes".to_owned(),
+                |i| format!("volumes[{i}].{}", sub_path_field(&spec.volumes[i])),
+            );
+        RuntimeError::Rejected(Violations::one(Violation::new(
+            field,
+            code,
+            self.detail.clone(),
+        )))
+    }
 }
 
 /// A Kubernetes time as Berth reports times.
@@ -62,8 +166,19 @@ pub fn to_chrono(time: &Time) -> Option<DateTime<Utc>> {
     )
 }
 
+/// How Berth's init container failed, if it did.
+fn subpath_failure(pod: &Pod) -> Option<SubPathFailure> {
+    pod.status
+        .as_ref()?
+        .init_container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == SUBPATH_INIT_CONTAINER)
+        .and_then(SubPathFailure::of)
+}
+
 /// The sandbox container's status, if reported.
-fn sandbox_container(pod: &Pod) -> Option<&k8s_openapi::api::core::v1::ContainerStatus> {
+fn sandbox_container(pod: &Pod) -> Option<&ContainerStatus> {
     pod.status
         .as_ref()?
         .container_statuses
@@ -117,6 +232,9 @@ pub fn start_progress(pod: &Pod) -> StartProgress {
     let state = container.and_then(|c| c.state.as_ref());
     if state.is_some_and(|s| s.running.is_some()) {
         return StartProgress::Running;
+    }
+    if let Some(failure) = subpath_failure(pod) {
+        return StartProgress::Failed(StartFailure::SubPath(failure));
     }
     if let Some(terminated) = state.and_then(|s| s.terminated.as_ref()) {
         return StartProgress::Failed(StartFailure::Ended {
@@ -203,13 +321,15 @@ pub fn sandbox_status(pod: &Pod, created_at: DateTime<Utc>) -> SandboxStatus {
                     StartFailure::Image { .. } => "image_pull_failed",
                     StartFailure::ContainerConfig { .. } => "container_config_error",
                     StartFailure::Ended { .. } => "ended",
+                    StartFailure::SubPath(_) => "sub_path_refused",
                 }
                 .into(),
             ),
             message: Some(match failure {
                 StartFailure::Image { detail }
                 | StartFailure::ContainerConfig { detail }
-                | StartFailure::Ended { detail } => detail,
+                | StartFailure::Ended { detail }
+                | StartFailure::SubPath(SubPathFailure { detail, .. }) => detail,
             }),
             last_transition_at: Some(created_at),
         },
@@ -290,6 +410,97 @@ mod tests {
                 .contains("Insufficient cpu"),
             "{status:?}"
         );
+    }
+
+    fn init_failed(state: serde_json::Value) -> Pod {
+        pod(serde_json::json!({"phase": "Failed",
+            "initContainerStatuses": [{"name": "berth-subpaths", "image": "b", "imageID": "",
+                "ready": false, "restartCount": 0, "state": state}],
+            "containerStatuses": [{"name": "sandbox", "image": "i", "imageID": "", "ready": false,
+                "restartCount": 0, "state": {"waiting": {"reason": "PodInitializing"}}}]}))
+    }
+
+    fn spec() -> SandboxSpec {
+        let root = berth_core::model::HostPath::new("/data").unwrap();
+        let request = serde_json::from_value(serde_json::json!({
+            "image": {"uri": "i"}, "entrypoint": ["sh"], "resourceLimits": {},
+            "volumes": [
+                {"name": "work", "pvc": {"claimName": "claim"}, "mountPath": "/w", "subPath": "a/b"},
+                {"name": "skills", "host": {"path": "/data/python"}, "mountPath": "/s"},
+            ],
+        }))
+        .unwrap();
+        let policy = berth_core::validate::StoragePolicy {
+            allowed_host_roots: vec![root],
+            max_timeout_seconds: None,
+        };
+        SandboxSpec::from_request(request, &policy).unwrap()
+    }
+
+    fn refusal(exit_code: i32, volume: &str) -> (String, String) {
+        let message = format!(
+            "mkdir: can't create directory './x': File exists\nberth-subpaths: volume \"{volume}\": a/b is a symbolic link\n"
+        );
+        let p = init_failed(serde_json::json!({"terminated": {
+            "exitCode": exit_code, "reason": "Error", "message": message}}));
+        let StartProgress::Failed(StartFailure::SubPath(failure)) = start_progress(&p) else {
+            panic!("not a subPath failure: {:?}", start_progress(&p));
+        };
+        assert_eq!(
+            sandbox_status(&p, at()).reason.as_deref(),
+            Some("sub_path_refused")
+        );
+        let body = failure.to_error(&spec()).to_error_response();
+        (body.code, body.message)
+    }
+
+    #[test]
+    fn a_refusal_of_the_init_container_is_answered_as_docker_answers_it() {
+        let (code, message) = refusal(SUBPATH_EXIT_SYMLINK, "work");
+        assert_eq!(code, "VOLUME::SUB_PATH_SYMLINK");
+        assert!(message.contains("volumes[0].subPath"), "{message}");
+        assert!(message.contains("a/b is a symbolic link"), "{message}");
+        assert!(
+            !message.contains("mkdir"),
+            "only the script's line: {message}"
+        );
+        // A host volume without a subPath: the part of its path below the root.
+        let (code, message) = refusal(SUBPATH_EXIT_SYMLINK, "skills");
+        assert_eq!(code, "VOLUME::SUB_PATH_SYMLINK");
+        assert!(message.contains("volumes[1].host.path"), "{message}");
+        for (exit_code, expected) in [
+            (SUBPATH_EXIT_NOT_DIRECTORY, "VOLUME::UNSUPPORTED_FILE_TYPE"),
+            (
+                SUBPATH_EXIT_UNSUPPORTED_TYPE,
+                "VOLUME::UNSUPPORTED_FILE_TYPE",
+            ),
+            (SUBPATH_EXIT_MISSING, "VOLUME::INVALID_SUB_PATH"),
+            (
+                crate::render::SUBPATH_EXIT_FAILED,
+                "GENERAL::INTERNAL_ERROR",
+            ),
+            (127, "GENERAL::INTERNAL_ERROR"),
+        ] {
+            assert_eq!(refusal(exit_code, "work").0, expected, "exit {exit_code}");
+        }
+    }
+
+    #[test]
+    fn an_init_image_that_cannot_be_had_fails_the_start_as_the_operators_problem() {
+        let p = init_failed(serde_json::json!({"waiting": {
+            "reason": "ErrImageNeverPull", "message": "image \"busybox\" is not present"}}));
+        let StartProgress::Failed(StartFailure::SubPath(failure)) = start_progress(&p) else {
+            panic!("not a subPath failure: {:?}", start_progress(&p));
+        };
+        assert_eq!(failure.exit_code, None);
+        let error = failure.to_error(&spec());
+        assert!(matches!(error, RuntimeError::Internal { .. }), "{error}");
+        assert!(error.to_string().contains("ErrImageNeverPull"), "{error}");
+        // Still initialising, or done: no failure.
+        let p = init_failed(serde_json::json!({"running": {}}));
+        assert!(matches!(start_progress(&p), StartProgress::Starting { .. }));
+        let p = init_failed(serde_json::json!({"terminated": {"exitCode": 0}}));
+        assert!(matches!(start_progress(&p), StartProgress::Starting { .. }));
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! Berth's volumes and mounts are appended to the template's, never replacing them (a clash of
 //! names or mount paths is a 400 naming both). Untrusted code runs without a service account
 //! token, without privilege or privilege escalation, and without the capabilities Docker drops
-//! too; the template may loosen that deliberately, a request never can.
+//! too; the template may loosen that deliberately, a request never can. With
+//! `kubernetes.subpath_init_image`, an init container of Berth's prepares subPaths first, by the
+//! rule Docker keeps (docs/kubernetes.md, "subPath").
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -46,6 +48,93 @@ pub const LABEL_DELETE_WITH_SANDBOXES: &str = "berth.delete-with-sandboxes";
 pub const SANDBOX_CONTAINER: &str = "sandbox";
 /// Size of a claim Berth creates when the request names none.
 pub const DEFAULT_CLAIM_SIZE: &str = "1Gi";
+/// The init container that prepares subPaths (with `kubernetes.subpath_init_image`).
+pub const SUBPATH_INIT_CONTAINER: &str = "berth-subpaths";
+/// Where the init container mounts each pod volume it prepares, whole: `<dir>/<pod volume>`.
+pub const SUBPATH_VOLUMES_DIR: &str = "/berth/volumes";
+/// Exit status of [`SUBPATH_SCRIPT`]: a segment is a symbolic link.
+pub const SUBPATH_EXIT_SYMLINK: i32 = 10;
+/// Exit status of [`SUBPATH_SCRIPT`]: a segment before the last is not a directory.
+pub const SUBPATH_EXIT_NOT_DIRECTORY: i32 = 11;
+/// Exit status of [`SUBPATH_SCRIPT`]: the last segment is neither a directory nor a regular file.
+pub const SUBPATH_EXIT_UNSUPPORTED_TYPE: i32 = 12;
+/// Exit status of [`SUBPATH_SCRIPT`]: a segment is missing and the volume is read-only.
+pub const SUBPATH_EXIT_MISSING: i32 = 13;
+/// Exit status of [`SUBPATH_SCRIPT`]: a directory could not be entered, created or given its
+/// owner and mode.
+pub const SUBPATH_EXIT_FAILED: i32 = 14;
+
+/// What the init container runs (`sh -c`): the same rule as Docker's (ARCHITECTURE.md, "Volume
+/// rules" and "Path safety"; docs/kubernetes.md, "subPath"). Its arguments come in fours: the
+/// volume's name (for messages), the directory its pod volume is mounted at, the subPath below
+/// it, and `create` or `check` (a volume mounted read-only cannot have directories made). Never
+/// interpolated: the subPaths are arguments, and `-f` turns globbing off. Each segment is
+/// entered from the directory before it (the working directory pins the inode, as an fd would);
+/// a link is refused, also one swapped in between the check and `cd` (the inode entered must be
+/// the one checked). A missing directory gets its parent's mode while it still belongs to root,
+/// then its parent's owner and group: in this order no `CAP_FOWNER` is needed, and `chown` of a
+/// directory keeps its set-group-ID bit.
+pub const SUBPATH_SCRIPT: &str = r#"set -euf
+fail() {
+	status=$1
+	shift
+	printf 'berth-subpaths: %s\n' "$*" >&2
+	exit "$status"
+}
+[ $(($# % 4)) -eq 0 ] || fail 2 "arguments come in fours: volume, directory, subPath, create|check"
+while [ $# -gt 0 ]; do
+	volume=$1
+	rest=$3
+	missing=$4
+	cd -P -- "$2" || fail 14 "volume \"$volume\": cannot enter $2"
+	shift 4
+	shown=
+	while [ -n "$rest" ]; do
+		case $rest in
+		*/*)
+			segment=${rest%%/*}
+			rest=${rest#*/}
+			;;
+		*)
+			segment=$rest
+			rest=
+			;;
+		esac
+		shown=${shown:+$shown/}$segment
+		next=./$segment
+		made=
+		if [ -L "$next" ]; then
+			fail 10 "volume \"$volume\": $shown is a symbolic link; links in a subPath are refused, not followed"
+		elif [ -d "$next" ]; then
+			:
+		elif [ -e "$next" ]; then
+			[ -z "$rest" ] || fail 11 "volume \"$volume\": $shown is not a directory"
+			[ -f "$next" ] || fail 12 "volume \"$volume\": $shown is neither a directory nor a regular file; only those can be mounted"
+			break
+		elif [ "$missing" != create ]; then
+			fail 13 "volume \"$volume\": $shown does not exist, and the volume is read-only, so it is not created"
+		else
+			mode=$(stat -c %a .)
+			owner=$(stat -c %u:%g .)
+			if mkdir -- "$next"; then
+				made=1
+			elif [ -L "$next" ]; then
+				fail 10 "volume \"$volume\": $shown is a symbolic link; links in a subPath are refused, not followed"
+			elif [ ! -d "$next" ]; then
+				fail 14 "volume \"$volume\": cannot create $shown"
+			fi
+		fi
+		checked=$(stat -c %d:%i -- "$next") || fail 14 "volume \"$volume\": cannot inspect $shown"
+		cd -P -- "$next" || fail 14 "volume \"$volume\": cannot enter $shown"
+		[ "$(stat -c %d:%i .)" = "$checked" ] ||
+			fail 10 "volume \"$volume\": $shown was replaced while it was checked (by a symbolic link?); links in a subPath are refused"
+		if [ -n "$made" ]; then
+			chmod -- "$mode" . || fail 14 "volume \"$volume\": cannot set the mode of $shown"
+			chown -- "$owner" . || fail 14 "volume \"$volume\": cannot set the owner of $shown"
+		fi
+	done
+done
+"#;
 
 /// The Pod name of a sandbox.
 pub fn pod_name(id: &SandboxId) -> String {
@@ -169,6 +258,9 @@ pub fn render(
     let mut reports = Vec::new();
     // Two volumes on one claim share one pod volume: claim name → pod volume name.
     let mut claim_volumes: BTreeMap<String, String> = BTreeMap::new();
+    // SubPaths the init container prepares, and the pod volumes it mounts (name → read-only).
+    let mut to_prepare: Vec<SubPathToPrepare> = Vec::new();
+    let mut prepared_volumes: BTreeMap<String, bool> = BTreeMap::new();
     let read_only_mode = if plan.recursive_read_only {
         ReadOnlyMode::Recursive
     } else {
@@ -322,6 +414,19 @@ pub fn render(
         {
             sub_path.extend(own.segments());
         }
+        if !sub_path.is_empty() && !matches!(volume.source, VolumeSource::Ossfs(_)) {
+            // A read-only nfs volume is mounted read-only as a whole: nothing can be made in it.
+            let read_only_source =
+                matches!(volume.source, VolumeSource::Nfs(_)) && volume.read_only;
+            prepared_volumes.insert(pod_volume_name.clone(), read_only_source);
+            to_prepare.push(SubPathToPrepare {
+                index: i,
+                volume: volume.name.to_string(),
+                pod_volume: pod_volume_name.clone(),
+                sub_path: sub_path.join("/"),
+                create: !read_only_source,
+            });
+        }
         mounts.push(VolumeMount {
             name: pod_volume_name,
             mount_path: volume.mount_path.to_string(),
@@ -342,6 +447,35 @@ pub fn render(
             .volumes
             .get_or_insert_with(Vec::new)
             .extend(pod_volumes);
+    }
+
+    if let Some(image) = &config.subpath_init_image
+        && let Some(first) = to_prepare.iter().map(|p| p.index).min()
+    {
+        if pod_spec
+            .init_containers
+            .iter()
+            .flatten()
+            .any(|c| c.name == SUBPATH_INIT_CONTAINER)
+        {
+            let field = spec.volumes.get(first).map_or("subPath", sub_path_field);
+            violations.push(rejected(
+                format!("volumes[{first}].{field}"),
+                ErrorCode::SandboxUnsupportedFeature,
+                format!(
+                    "this server cannot prepare subPaths: the operator's pod template (kubernetes.pod_template_file) has an init container named \"{SUBPATH_INIT_CONTAINER}\", the name of Berth's own init container for kubernetes.subpath_init_image; the operator must rename the template's"
+                ),
+            ));
+        } else {
+            to_prepare.sort_by_key(|p| p.index);
+            pod_spec
+                .init_containers
+                .get_or_insert_with(Vec::new)
+                .insert(
+                    0,
+                    subpath_init_container(config, image, &to_prepare, &prepared_volumes),
+                );
+        }
     }
 
     if let Some(auth) = &spec.image.auth {
@@ -415,6 +549,124 @@ pub fn render(
         }),
         Err,
     )
+}
+
+/// One subPath for the init container: which request volume (for messages and the field of a
+/// refusal), on which pod volume, the path below that volume, and whether missing directories
+/// may be created.
+#[derive(Debug, Clone)]
+struct SubPathToPrepare {
+    index: usize,
+    volume: String,
+    pod_volume: String,
+    sub_path: String,
+    create: bool,
+}
+
+/// The field a refusal of a volume's path names, as on Docker: its `subPath` if it has one,
+/// else its `host.path` (the part below the allowed root).
+pub fn sub_path_field(volume: &Volume) -> &'static str {
+    if volume.sub_path.is_some() {
+        "subPath"
+    } else {
+        "host.path"
+    }
+}
+
+/// How this configuration resolves subPaths, for the capabilities' details.
+pub fn sub_path_handling(config: &KubernetesConfig) -> &'static str {
+    if config.subpath_init_image.is_some() {
+        "checked before the kubelet mounts it by Berth's init container (kubernetes.subpath_init_image): any link refused, missing directories created with their parent's owner, group and mode"
+    } else {
+        "resolved by the kubelet (links leaving the volume refused, links inside followed; missing directories created owned by root)"
+    }
+}
+
+/// Berth's init container (see [`SUBPATH_SCRIPT`]): root, to create directories in volumes it
+/// does not own and hand them to their parent's owner, but with only the capabilities that
+/// needs: `CHOWN`; `DAC_OVERRIDE` to enter and write directories of other owners; `FSETID` so
+/// that a set-group-ID parent's mode is copied whole (a new directory inherits the parent's
+/// group, which root's groups need not include, and `chmod` would then drop that bit).
+/// `FOWNER` is not needed: the mode is set while the directory still belongs to root. Requests
+/// equal limits, so a Guaranteed sandbox stays Guaranteed; a failure's message (the script's
+/// last line) reaches the Pod status from the log.
+fn subpath_init_container(
+    config: &KubernetesConfig,
+    image: &str,
+    to_prepare: &[SubPathToPrepare],
+    volumes: &BTreeMap<String, bool>,
+) -> Container {
+    let resources = BTreeMap::from([
+        ("cpu".to_owned(), Quantity("100m".to_owned())),
+        ("memory".to_owned(), Quantity("32Mi".to_owned())),
+    ]);
+    Container {
+        name: SUBPATH_INIT_CONTAINER.to_owned(),
+        image: Some(image.to_owned()),
+        // Without a policy of the operator's, a `:latest` image is not pulled for every sandbox.
+        image_pull_policy: Some(
+            config
+                .image_pull_policy
+                .clone()
+                .unwrap_or_else(|| "IfNotPresent".to_owned()),
+        ),
+        command: Some(vec![
+            "sh".to_owned(),
+            "-c".to_owned(),
+            SUBPATH_SCRIPT.to_owned(),
+            SUBPATH_INIT_CONTAINER.to_owned(),
+        ]),
+        args: Some(
+            to_prepare
+                .iter()
+                .flat_map(|p| {
+                    [
+                        p.volume.clone(),
+                        format!("{SUBPATH_VOLUMES_DIR}/{}", p.pod_volume),
+                        p.sub_path.clone(),
+                        if p.create { "create" } else { "check" }.to_owned(),
+                    ]
+                })
+                .collect(),
+        ),
+        volume_mounts: Some(
+            volumes
+                .iter()
+                .map(|(name, read_only)| VolumeMount {
+                    name: name.clone(),
+                    mount_path: format!("{SUBPATH_VOLUMES_DIR}/{name}"),
+                    read_only: read_only.then_some(true),
+                    ..VolumeMount::default()
+                })
+                .collect(),
+        ),
+        resources: Some(ResourceRequirements {
+            limits: Some(resources.clone()),
+            requests: Some(resources),
+            ..ResourceRequirements::default()
+        }),
+        security_context: Some(SecurityContext {
+            run_as_user: Some(0),
+            run_as_group: Some(0),
+            // A template's runAsNonRoot is for the sandbox's code; this is the operator's image
+            // running Berth's script, and it must be root (see docs/kubernetes.md).
+            run_as_non_root: Some(false),
+            privileged: Some(false),
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_owned()]),
+                add: Some(
+                    ["CHOWN", "DAC_OVERRIDE", "FSETID"]
+                        .map(str::to_owned)
+                        .to_vec(),
+                ),
+            }),
+            ..SecurityContext::default()
+        }),
+        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
+        ..Container::default()
+    }
 }
 
 /// Metadata of an object made for sandbox `id` (a Secret or a claim).

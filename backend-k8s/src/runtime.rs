@@ -8,8 +8,10 @@
 //! Running up to `kubernetes.start_timeout_seconds`; a start that cannot succeed (a missing
 //! image, a configuration the kubelet refuses) fails at once, and everything made for it goes.
 //!
-//! Not wired into the server yet: leadership, the sweep of objects whose Pod never appeared,
-//! ownership of shared claims and the conformance run on a real cluster are still to come.
+//! A second watch, of the namespace's Warning events about Pods, puts the latest start warning
+//! of each sandbox's Pod (`events`) into the table: a starting sandbox's status names what it
+//! waits on (a volume that will not mount, no node that fits), and a create that reaches its
+//! deadline fails with that cause (`SANDBOX::START_TIMEOUT`).
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, RwLock};
@@ -24,7 +26,7 @@ use berth_core::validate::{Violation, Violations};
 use berth_core::wire;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::WatchStreamExt;
@@ -54,6 +56,11 @@ pub struct KubernetesRuntime {
     /// True once the watch's first full listing is in the table.
     synced: tokio::sync::watch::Receiver<bool>,
     watch: tokio::task::JoinHandle<()>,
+    /// The event watch feeding start warnings into the table.
+    event_watch: tokio::task::JoinHandle<()>,
+    /// Whether read-only mounts are sent with `recursiveReadOnly` (see
+    /// [`recursive_read_only_decision`]).
+    recursive_read_only: bool,
     /// Until when this replica holds the reaper's Lease (`None`: it does not).
     leads_until: Arc<std::sync::Mutex<Option<DateTime<Utc>>>>,
     lease: tokio::task::JoinHandle<()>,
@@ -73,6 +80,7 @@ impl std::fmt::Debug for KubernetesRuntime {
 impl Drop for KubernetesRuntime {
     fn drop(&mut self) {
         self.watch.abort();
+        self.event_watch.abort();
         self.lease.abort();
         self.sweeps.abort();
     }
@@ -146,16 +154,34 @@ impl KubernetesRuntime {
             .apiserver_version()
             .await
             .map_err(|e| StartupError::Unreachable(e.to_string()))?;
-        let capabilities = capabilities(&version.git_version);
-        Ok(Self::start(client, config, capabilities))
+        // Only a server recent enough to know the field is asked whether it keeps it.
+        let probe = if may_know_recursive_read_only(&version.major, &version.minor) {
+            Some(probe_recursive_read_only(&client, &config.namespace).await)
+        } else {
+            None
+        };
+        let recursive = recursive_read_only_decision(&version.major, &version.minor, probe);
+        tracing::info!(
+            server = %version.git_version,
+            recursive_read_only = recursive.enabled,
+            why = %recursive.why,
+            "read-only mounts"
+        );
+        let mut capabilities = capabilities(&version.git_version, &recursive, &config);
+        capabilities
+            .details
+            .insert("readOnly".to_owned(), recursive.why.clone());
+        Ok(Self::start(client, config, capabilities, recursive.enabled))
     }
 
-    /// Starts the runtime on `client` with `capabilities`: the Pod watch of `config.namespace` begins at once;
-    /// reads wait for its first full listing.
+    /// Starts the runtime on `client` with `capabilities` (`recursive_read_only`: whether
+    /// read-only mounts are sent with `recursiveReadOnly: Enabled`): the Pod and event watches
+    /// of `config.namespace` begin at once; reads wait for the Pod watch's first full listing.
     pub fn start(
         client: kube::Client,
         config: KubernetesConfig,
         capabilities: Capabilities,
+        recursive_read_only: bool,
     ) -> Self {
         let pods: Api<Pod> = Api::namespaced(client.clone(), &config.namespace);
         let table = Arc::new(RwLock::new(SandboxTable::default()));
@@ -167,6 +193,10 @@ impl KubernetesRuntime {
             changes.clone(),
             synced_tx,
         ));
+        let event_watch = tokio::spawn(watch_events(
+            Api::namespaced(client.clone(), &config.namespace),
+            Arc::clone(&table),
+        ));
         let leads_until = Arc::new(std::sync::Mutex::new(None));
         let lease = tokio::spawn(hold_lease(
             Api::namespaced(client.clone(), &config.namespace),
@@ -176,6 +206,7 @@ impl KubernetesRuntime {
         let sweeper = Sweeper {
             pods: pods.clone(),
             secrets: Api::namespaced(client.clone(), &config.namespace),
+            claims: Api::namespaced(client.clone(), &config.namespace),
             table: Arc::clone(&table),
             grace: config.start_timeout,
         };
@@ -196,6 +227,8 @@ impl KubernetesRuntime {
             changes,
             synced,
             watch,
+            event_watch,
+            recursive_read_only,
             capabilities,
         }
     }
@@ -246,12 +279,13 @@ impl KubernetesRuntime {
                 .map_err(api_error("reading claim"))?
             {
                 Some(claim) if claim.metadata.deletion_timestamp.is_some() => {
-                    return Err(RuntimeError::Conflict {
-                        id: request.id.clone(),
-                        detail: format!(
-                            "volumes[{i}].pvc.claimName: claim {name:?} is being deleted; wait until it is gone or use another"
+                    violations.push(Violation::new(
+                        format!("volumes[{i}].pvc.claimName"),
+                        ErrorCode::VolumePvcBeingDeleted,
+                        format!(
+                            "claim {name:?} is being deleted (Terminating); wait until it is gone or use another"
                         ),
-                    });
+                    ));
                 }
                 Some(_) => {}
                 None if pvc.create_if_not_exists => {
@@ -404,6 +438,7 @@ impl KubernetesRuntime {
                             ErrorCode::SandboxInvalidParameter,
                             format!("the sandbox stopped while starting: {detail}"),
                         ),
+                        StartFailure::SubPath(failure) => failure.to_error(spec),
                     });
                 }
                 _ => {}
@@ -428,17 +463,25 @@ impl KubernetesRuntime {
                     });
                 }
                 Err(_) => {
-                    let why = seen
-                        .and_then(|(start, _)| match start {
-                            StartProgress::Starting { message } => message,
-                            _ => None,
+                    // The cause as the sandbox's status shows it now: the Pod's own, or the
+                    // latest start warning reported for it.
+                    let cause = self
+                        .read(|t| {
+                            t.get(id.as_str())
+                                .and_then(|e| e.record.status.message.clone())
                         })
-                        .unwrap_or_else(|| "the Pod did not start".into());
-                    return Err(RuntimeError::Unavailable {
-                        detail: format!(
-                            "sandbox {id} did not run within kubernetes.start_timeout_seconds ({} s): {why}",
+                        .map(|m| m.trim_end_matches([':', ' ']).to_owned())
+                        .filter(|m| !m.is_empty())
+                        .unwrap_or_else(|| {
+                            "the Pod is not running and the cluster reported no cause".into()
+                        });
+                    return Err(RuntimeError::StartTimeout {
+                        id: id.clone(),
+                        limit: format!(
+                            "kubernetes.start_timeout_seconds ({} s)",
                             self.config.start_timeout.as_secs()
                         ),
+                        cause,
                     });
                 }
             }
@@ -563,6 +606,32 @@ async fn watch_pods(
     }
 }
 
+/// Feeds the table the namespace's start warnings about Pods (`events`), forever; reconnects
+/// with backoff. Only warnings about a sandbox's current Pod are kept, so what the namespace's
+/// other Pods report costs nothing here.
+async fn watch_events(events: Api<Event>, table: Arc<RwLock<SandboxTable>>) {
+    let config = watcher::Config::default().fields(crate::events::WATCHED_EVENTS);
+    let mut stream = watcher(events, config).default_backoff().boxed();
+    while let Some(event) = stream.next().await {
+        let event = match event {
+            Ok(watcher::Event::Apply(event) | watcher::Event::InitApply(event)) => event,
+            // An event that expires changes nothing: its warning stays the latest known cause
+            // until a newer one or the Pod's end.
+            Ok(_) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "event watch failed; retrying with backoff");
+                continue;
+            }
+        };
+        if let Some((pod, warning)) = crate::events::start_warning(&event) {
+            table
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .note_warning(&pod, warning);
+        }
+    }
+}
+
 /// Sweeps every [`SWEEP_EVERY`](crate::sweep::SWEEP_EVERY) while this replica leads.
 async fn sweep_while_leading(
     sweeper: Sweeper,
@@ -651,13 +720,23 @@ async fn hold_lease(
     }
 }
 
-/// What this runtime offers. A read-only mount is non-recursive: Berth does not use
-/// `recursiveReadOnly` yet (older API servers drop it silently), and every volume's report says so.
-fn capabilities(server_version: &str) -> Capabilities {
+/// What this runtime offers. A read-only mount is recursive only where the API server keeps
+/// `recursiveReadOnly` (see [`recursive_read_only_decision`]); otherwise it is non-recursive, and
+/// every volume's report says so.
+fn capabilities(
+    server_version: &str,
+    recursive: &RecursiveReadOnly,
+    config: &KubernetesConfig,
+) -> Capabilities {
+    let mode = if recursive.enabled {
+        berth_core::model::ReadOnlyMode::Recursive
+    } else {
+        berth_core::model::ReadOnlyMode::NonRecursive
+    };
     let support = berth_core::runtime::BackendSupport {
         sub_path: true,
-        read_only: berth_core::model::ReadOnlyMode::NonRecursive,
-        read_only_sub_path: berth_core::model::ReadOnlyMode::NonRecursive,
+        read_only: mode,
+        read_only_sub_path: mode,
     };
     Capabilities {
         runtime: "kubernetes".into(),
@@ -677,10 +756,123 @@ fn capabilities(server_version: &str) -> Capabilities {
         reserved_mount_paths: Vec::new(),
         details: std::collections::BTreeMap::from([(
             "subPath".to_owned(),
-            "resolved by the kubelet (links leaving the volume refused, links inside followed)"
-                .to_owned(),
+            crate::render::sub_path_handling(config).to_owned(),
         )]),
     }
+}
+
+/// Whether read-only mounts are sent with `recursiveReadOnly: Enabled`, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecursiveReadOnly {
+    /// Sent, and every read-only volume reported `recursive`.
+    pub enabled: bool,
+    /// Why (the startup log and the capabilities' details show it).
+    pub why: String,
+}
+
+/// The first minor version whose API server has `volumeMounts[].recursiveReadOnly` (alpha,
+/// behind the `RecursiveReadOnlyMounts` gate; beta and on by default from 1.31).
+const RECURSIVE_READ_ONLY_SINCE: u32 = 30;
+
+/// The leading number of a version part (`"30+"` on some managed clusters is 30).
+fn version_number(part: &str) -> Option<u32> {
+    let digits: String = part.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// Whether an API server of version `major.minor` may have the field at all (older ones drop
+/// it silently: asking them proves nothing new).
+pub fn may_know_recursive_read_only(major: &str, minor: &str) -> bool {
+    match (version_number(major), version_number(minor)) {
+        (Some(major), Some(minor)) => {
+            major > 1 || (major == 1 && minor >= RECURSIVE_READ_ONLY_SINCE)
+        }
+        _ => false,
+    }
+}
+
+/// Decides whether read-only mounts are recursive: only on a server of a version that has the
+/// field (`major.minor`) whose dry run of a Pod kept it (`probe`: `Some(kept)`, `None` if not
+/// asked or the dry run failed). A server that has the type but not the feature gate drops the
+/// field like an old one; sending it there would claim what the mount does not do.
+pub fn recursive_read_only_decision(
+    major: &str,
+    minor: &str,
+    probe: Option<Result<bool, String>>,
+) -> RecursiveReadOnly {
+    let version = format!("{major}.{minor}");
+    if !may_know_recursive_read_only(major, minor) {
+        return RecursiveReadOnly {
+            enabled: false,
+            why: format!(
+                "non-recursive: the API server ({version}) has no volumeMounts[].recursiveReadOnly (from 1.{RECURSIVE_READ_ONLY_SINCE}); submounts of a read-only volume may stay writable"
+            ),
+        };
+    }
+    match probe {
+        Some(Ok(true)) => RecursiveReadOnly {
+            enabled: true,
+            why: format!(
+                "recursive: the API server ({version}) keeps volumeMounts[].recursiveReadOnly; a node whose container runtime cannot mount recursively read-only refuses the Pod"
+            ),
+        },
+        Some(Ok(false)) => RecursiveReadOnly {
+            enabled: false,
+            why: format!(
+                "non-recursive: the API server ({version}) drops volumeMounts[].recursiveReadOnly (feature gate RecursiveReadOnlyMounts off); submounts of a read-only volume may stay writable"
+            ),
+        },
+        Some(Err(e)) => RecursiveReadOnly {
+            enabled: false,
+            why: format!(
+                "non-recursive: asking the API server ({version}) whether it keeps volumeMounts[].recursiveReadOnly failed ({e}); submounts of a read-only volume may stay writable"
+            ),
+        },
+        None => RecursiveReadOnly {
+            enabled: false,
+            why: format!(
+                "non-recursive: the API server ({version}) was not asked about volumeMounts[].recursiveReadOnly"
+            ),
+        },
+    }
+}
+
+/// Asks the API server whether it keeps `volumeMounts[].recursiveReadOnly`: a server-side dry
+/// run of a minimal Pod (nothing is stored) that sets it, read back. `Err` if the dry run was
+/// refused (an admission policy, missing rights).
+pub async fn probe_recursive_read_only(
+    client: &kube::Client,
+    namespace: &str,
+) -> Result<bool, String> {
+    let probe: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"generateName": "berth-probe-"},
+        "spec": {
+            "containers": [{
+                "name": "probe",
+                "image": "berth-probe",
+                "volumeMounts": [{"name": "v", "mountPath": "/v", "readOnly": true,
+                    "recursiveReadOnly": "Enabled"}],
+            }],
+            "volumes": [{"name": "v", "emptyDir": {}}],
+        },
+    }))
+    .map_err(|e| e.to_string())?;
+    let answered = Api::<Pod>::namespaced(client.clone(), namespace)
+        .create(
+            &PostParams {
+                dry_run: true,
+                field_manager: None,
+            },
+            &probe,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(answered
+        .spec
+        .iter()
+        .flat_map(|s| &s.containers)
+        .flat_map(|c| c.volume_mounts.iter().flatten())
+        .any(|m| m.recursive_read_only.as_deref() == Some("Enabled")))
 }
 
 /// What the kubelet's refusal of the sandbox container means. A subPath it will not prepare is
@@ -762,7 +954,7 @@ impl Runtime for KubernetesRuntime {
             create_deadline: chrono::TimeDelta::from_std(self.config.start_timeout)
                 .ok()
                 .and_then(|d| Utc::now().checked_add_signed(d)),
-            recursive_read_only: false,
+            recursive_read_only: self.recursive_read_only,
         };
         let objects = render(&self.config, &request, &plan).map_err(RuntimeError::Rejected)?;
         // Subscribed before the Pod exists: no change of it can be missed.
@@ -942,6 +1134,14 @@ impl Runtime for KubernetesRuntime {
                 Ok(())
             })
             .await?;
+        // The table's record also shows a start warning the Pod alone does not.
+        if let Some(record) = self.read(|t| {
+            t.get(id.as_str())
+                .filter(|e| e.resource_version == pod.metadata.resource_version)
+                .map(|e| e.record.clone())
+        }) {
+            return Ok(record);
+        }
         crate::sandbox_table::entry_of(&pod)
             .map(|e| e.record)
             .map_err(|e| RuntimeError::Internal {
@@ -968,7 +1168,7 @@ impl Runtime for KubernetesRuntime {
         let plan = PodPlan {
             claims_to_create: self.plan_claims(request).await?,
             create_deadline: None,
-            recursive_read_only: false,
+            recursive_read_only: self.recursive_read_only,
         };
         let objects = render(&self.config, request, &plan).map_err(RuntimeError::Rejected)?;
         let volumes = objects
@@ -995,5 +1195,64 @@ impl Runtime for KubernetesRuntime {
             },
             runtime_object: objects.redacted_json(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_core::model::{ReadOnlyMode, VolumeBackendKind};
+
+    #[test]
+    fn an_old_server_gets_non_recursive_read_only_without_being_asked() {
+        for (major, minor) in [("1", "20"), ("1", "29"), ("1", "29+"), ("", ""), ("x", "y")] {
+            assert!(
+                !may_know_recursive_read_only(major, minor),
+                "{major}.{minor}"
+            );
+            let decided = recursive_read_only_decision(major, minor, None);
+            assert!(!decided.enabled, "{major}.{minor}");
+            assert!(decided.why.starts_with("non-recursive"), "{decided:?}");
+        }
+        let decided = recursive_read_only_decision("1", "20", None);
+        assert!(decided.why.contains("(1.20)"), "{decided:?}");
+        // Even an answer that it kept the field does not count on a server that cannot have it.
+        assert!(!recursive_read_only_decision("1", "20", Some(Ok(true))).enabled);
+        let offered = capabilities("v1.20.2", &decided, &KubernetesConfig::new("ns"));
+        for kind in [VolumeBackendKind::Host, VolumeBackendKind::Pvc] {
+            let support = offered.volume_backends[&kind];
+            assert_eq!(
+                (support.read_only, support.read_only_sub_path),
+                (ReadOnlyMode::NonRecursive, ReadOnlyMode::NonRecursive)
+            );
+        }
+    }
+
+    #[test]
+    fn a_new_server_that_keeps_the_field_gets_recursive_read_only() {
+        for (major, minor) in [("1", "30"), ("1", "31+"), ("1", "33"), ("2", "0")] {
+            assert!(
+                may_know_recursive_read_only(major, minor),
+                "{major}.{minor}"
+            );
+            let decided = recursive_read_only_decision(major, minor, Some(Ok(true)));
+            assert!(decided.enabled, "{decided:?}");
+            let offered = capabilities("v1.33.0", &decided, &KubernetesConfig::new("ns"));
+            let support = offered.volume_backends[&VolumeBackendKind::Pvc];
+            assert_eq!(
+                (support.read_only, support.read_only_sub_path),
+                (ReadOnlyMode::Recursive, ReadOnlyMode::Recursive)
+            );
+        }
+        // The feature gate off (the field dropped), the dry run refused, or not asked: not sent.
+        for probe in [Some(Ok(false)), Some(Err("forbidden".to_owned())), None] {
+            let decided = recursive_read_only_decision("1", "31", probe.clone());
+            assert!(!decided.enabled, "{probe:?}: {decided:?}");
+        }
+        assert!(
+            recursive_read_only_decision("1", "31", Some(Err("forbidden".into())))
+                .why
+                .contains("forbidden")
+        );
     }
 }

@@ -1,8 +1,9 @@
 //! The sandboxes as the Pod watch last showed them: each Pod of Berth's, read into a sandbox
-//! record (state from its annotation, status from the Pod's), with the list order and the
-//! expiry order over them. Reads (get, list pages, the reaper's next expiry, counts per state)
-//! are answered from here without a request to the API server. Pure: the runtime's watch task
-//! feeds it Pods.
+//! record (state from its annotation, status from the Pod's and from the latest start warning
+//! the event watch reported for it), with the list order and the expiry order over them. Reads (get, list pages, the reaper's next expiry, counts per state)
+//! are answered from here without a request to the API server. Pure: the runtime's watch tasks
+//! feed it Pods and events. A warning is kept only for a Pod in the table, one per sandbox, and
+//! goes with its Pod.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -12,6 +13,7 @@ use berth_core::runtime::{ListSelection, ListedPage};
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::Pod;
 
+use crate::events::{PodWarning, with_warning};
 use crate::pod_state::{PodState, PodStateError};
 use crate::pod_status::{StartProgress, sandbox_status, start_progress};
 use crate::render::LABEL_ID;
@@ -31,6 +33,22 @@ pub struct Entry {
     pub start: StartProgress,
     /// The Pod's uid (owner references of the Secrets and claims made for it).
     pub pod_uid: Option<String>,
+    /// The status as the Pod alone says (`record.status` adds the warning's cause).
+    pub pod_status: berth_core::model::SandboxStatus,
+    /// Whether the Pod is bound to a node.
+    pub scheduled: bool,
+    /// The latest start warning reported for this Pod (see `events`).
+    pub warning: Option<PodWarning>,
+}
+
+impl Entry {
+    fn show_warning(&mut self) {
+        self.record.status = with_warning(
+            self.pod_status.clone(),
+            self.scheduled,
+            self.warning.as_ref(),
+        );
+    }
 }
 
 /// Why a Pod could not be read into a sandbox (the Pod is then left out, and logged).
@@ -70,13 +88,14 @@ pub fn entry_of(pod: &Pod) -> Result<Entry, UnreadablePod> {
         PodState::from_annotations(pod.metadata.annotations.as_ref()).map_err(unreadable)?;
     let volumes = state.reported_volumes().map_err(unreadable)?;
     let container = pod.spec.as_ref().and_then(|s| s.containers.first());
+    let pod_status = sandbox_status(pod, state.created_at);
     let record = SandboxRecord {
         id,
         image: container.and_then(|c| c.image.clone()).unwrap_or_default(),
         platform: None,
         entrypoint: state.entrypoint.clone(),
         metadata: state.typed_metadata(),
-        status: sandbox_status(pod, state.created_at),
+        status: pod_status.clone(),
         created_at: state.created_at,
         expires_at: state.expires_at,
         volumes,
@@ -92,6 +111,13 @@ pub fn entry_of(pod: &Pod) -> Result<Entry, UnreadablePod> {
             .filter(|ip| !ip.is_empty()),
         start: start_progress(pod),
         pod_uid: pod.metadata.uid.clone(),
+        pod_status,
+        scheduled: pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_deref())
+            .is_some_and(|n| !n.is_empty()),
+        warning: None,
     })
 }
 
@@ -108,7 +134,14 @@ impl SandboxTable {
     /// then dropped from the table, so a hand-damaged Pod is not served stale).
     pub fn apply(&mut self, pod: &Pod) -> Result<(), UnreadablePod> {
         match entry_of(pod) {
-            Ok(entry) => {
+            Ok(mut entry) => {
+                // The same Pod keeps its warning; a new Pod of the same sandbox starts afresh.
+                if let Some(old) = self.entries.get(entry.record.id.as_str())
+                    && old.pod_uid == entry.pod_uid
+                {
+                    entry.warning.clone_from(&old.warning);
+                    entry.show_warning();
+                }
                 self.insert(entry);
                 Ok(())
             }
@@ -134,10 +167,48 @@ impl SandboxTable {
         &mut self,
         pods: impl IntoIterator<Item = &'a Pod>,
     ) -> Vec<UnreadablePod> {
-        *self = Self::default();
+        let before = std::mem::take(self);
         pods.into_iter()
-            .filter_map(|pod| self.apply(pod).err())
+            .filter_map(|pod| {
+                let read = entry_of(pod).map(|mut entry| {
+                    if let Some(old) = before.entries.get(entry.record.id.as_str())
+                        && old.pod_uid == entry.pod_uid
+                    {
+                        entry.warning.clone_from(&old.warning);
+                        entry.show_warning();
+                    }
+                    entry
+                });
+                match read {
+                    Ok(entry) => {
+                        self.insert(entry);
+                        None
+                    }
+                    Err(e) => Some(e),
+                }
+            })
             .collect()
+    }
+
+    /// Takes a start warning the event watch reported about the Pod `pod_name`: kept if that Pod
+    /// is a sandbox's current Pod and the warning is its latest. Returns the sandbox's id if its
+    /// status changed.
+    pub fn note_warning(&mut self, pod_name: &str, warning: PodWarning) -> Option<String> {
+        // Pod names are `sandbox-<id>` (`render::pod_name`); the uid check below makes it exact.
+        let id = pod_name.strip_prefix("sandbox-")?;
+        let entry = self.entries.get_mut(id)?;
+        if entry.pod_uid.as_deref() != Some(warning.pod_uid.as_str())
+            || entry
+                .warning
+                .as_ref()
+                .is_some_and(|kept| !warning.supersedes(kept))
+        {
+            return None;
+        }
+        entry.warning = Some(warning);
+        let before = entry.record.status.clone();
+        entry.show_warning();
+        (entry.record.status != before).then(|| id.to_owned())
     }
 
     fn insert(&mut self, entry: Entry) {
@@ -293,6 +364,70 @@ mod tests {
         table.delete(&pod("a", 100, Some(500), "ml", "Running"));
         assert_eq!(table.next_expiry(), DateTime::from_timestamp(900, 0));
         assert!(table.get("a").is_none());
+    }
+
+    fn warning(uid: &str, at: i64, message: &str) -> PodWarning {
+        PodWarning {
+            pod_uid: uid.into(),
+            reason: "FailedMount".into(),
+            message: message.into(),
+            count: 1,
+            at: DateTime::from_timestamp(at, 0),
+        }
+    }
+
+    #[test]
+    fn a_start_warning_is_kept_per_current_pod_and_goes_with_it() {
+        let mut table = SandboxTable::default();
+        let mut waiting = pod("a", 100, None, "ml", "Pending");
+        waiting.metadata.uid = Some("uid-1".into());
+        waiting.spec.as_mut().unwrap().node_name = Some("node-1".into());
+        table.apply(&waiting).unwrap();
+        // Warnings about Pods that are not a sandbox's current Pod are not kept.
+        assert_eq!(
+            table.note_warning("sandbox-b", warning("uid-9", 1, "x")),
+            None
+        );
+        assert_eq!(
+            table.note_warning("sandbox-a", warning("uid-0", 1, "old pod")),
+            None
+        );
+        assert_eq!(
+            table.note_warning("sandbox-a", warning("uid-1", 10, "no such dir")),
+            Some("a".to_owned())
+        );
+        let shown = |t: &SandboxTable| t.get("a").unwrap().record.status.message.clone();
+        assert!(
+            shown(&table).unwrap().ends_with("FailedMount: no such dir"),
+            "{:?}",
+            shown(&table)
+        );
+        // An older report does not replace a newer one.
+        assert_eq!(
+            table.note_warning("sandbox-a", warning("uid-1", 5, "stale")),
+            None
+        );
+        // The Pod changes (same uid): its warning stays, also over a re-list.
+        table.apply(&waiting).unwrap();
+        assert!(shown(&table).unwrap().contains("no such dir"));
+        assert!(table.replace_all([&waiting]).is_empty());
+        assert!(shown(&table).unwrap().contains("no such dir"));
+        // Running: the Pod's own status, with no leftover cause.
+        let mut running = pod("a", 100, None, "ml", "Running");
+        running.metadata.uid = Some("uid-1".into());
+        table.apply(&running).unwrap();
+        assert_eq!(shown(&table), None);
+        // A new Pod of the same sandbox starts without the old one's warning.
+        waiting.metadata.uid = Some("uid-2".into());
+        table.apply(&waiting).unwrap();
+        assert!(!shown(&table).unwrap_or_default().contains("no such dir"));
+        assert!(table.get("a").unwrap().warning.is_none());
+        table.delete(&waiting);
+        assert_eq!(
+            table.note_warning("sandbox-a", warning("uid-2", 20, "x")),
+            None,
+            "gone with its Pod"
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ mod cluster;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use berth_core::model::{MetadataPatch, SandboxId, SandboxState};
+use berth_core::model::{MetadataPatch, ReadOnlyMode, SandboxId, SandboxState};
 use berth_core::runtime::{ListSelection, Runtime, RuntimeError};
 use berth_k8s::config::KubernetesConfig;
 use berth_k8s::runtime::KubernetesRuntime;
@@ -22,7 +22,8 @@ use kube::api::{Api, PostParams};
 use serde_json::json;
 
 use cluster::{
-    IMAGE, TestNamespace, VolumePool, host_file, kubeconfig, request, shell, until_gone,
+    HostDir, IMAGE, TestNamespace, VolumePool, host_file, kubeconfig, request, request_allowing,
+    shell, until_gone,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -204,7 +205,8 @@ async fn exactly_one_replica_reaps_and_the_other_takes_over() {
 }
 
 /// What a server that crashed mid-create leaves (a Pod past its create deadline that never
-/// ran, a Secret that never got its owner) is swept; a live sandbox is not.
+/// ran, a Secret that never got its owner, a claim to be deleted with its sandbox that never got
+/// one) is swept; a live sandbox, a claim the user keeps and a claim a Pod uses are not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leftovers_of_a_crashed_create_are_swept() {
     let (namespace, runtime) =
@@ -237,7 +239,49 @@ async fn leftovers_of_a_crashed_create_are_swept() {
         .create(&PostParams::default(), &objects.pod)
         .await
         .unwrap();
-    // The kubelet reports the missing image; the Secret ages past the grace.
+    // Claims of a create that crashed before its Pod: one to go with its sandbox, one the user
+    // keeps, one to go with its sandbox that another Pod uses. A storage class nothing provides
+    // keeps them unbound (no test's volume is taken).
+    let pvc = |claim: &str, delete: bool| {
+        json!({"claimName": claim, "deleteOnSandboxTermination": delete,
+               "storageClass": "berth-test-unprovided"})
+    };
+    let claims_of_crash = request(
+        "sweep-claims",
+        json!({"volumes": [
+            {"name": "gone", "pvc": pvc("sweep-gone", true), "mountPath": "/a"},
+            {"name": "kept", "pvc": pvc("sweep-kept", false), "mountPath": "/b"},
+            {"name": "used", "pvc": pvc("sweep-used", true), "mountPath": "/c"},
+        ]}),
+    );
+    let plan = berth_k8s::render::PodPlan {
+        claims_to_create: ["sweep-gone", "sweep-kept", "sweep-used"]
+            .map(str::to_owned)
+            .into(),
+        ..Default::default()
+    };
+    let claim_objects = berth_k8s::render::render(&config, &claims_of_crash, &plan).unwrap();
+    let claims: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        Api::namespaced(namespace.client.clone(), &namespace.name);
+    assert_eq!(claim_objects.claims.len(), 3);
+    for claim in &claim_objects.claims {
+        claims.create(&PostParams::default(), claim).await.unwrap();
+    }
+    let user_pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
+        "metadata": {"name": "not-a-sandbox"},
+        "spec": {
+            "containers": [{"name": "c", "image": IMAGE, "imagePullPolicy": "Never",
+                            "command": ["sleep", "600"]}],
+            "volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": "sweep-used"}}],
+        },
+    }))
+    .unwrap();
+    namespace
+        .pods()
+        .create(&PostParams::default(), &user_pod)
+        .await
+        .unwrap();
+    // The kubelet reports the missing image; the Secret and the claims age past the grace.
     for _ in 0..150 {
         if runtime
             .get(&crashed.id)
@@ -257,6 +301,19 @@ async fn leftovers_of_a_crashed_create_are_swept() {
         [objects.secrets[0].metadata.name.clone().unwrap()],
         "{report:?}"
     );
+    assert_eq!(report.orphan_claims, ["sweep-gone"], "{report:?}");
+    assert!(
+        claims
+            .get_opt("sweep-gone")
+            .await
+            .unwrap()
+            .is_none_or(|c| c.metadata.deletion_timestamp.is_some()),
+        "the swept claim is still there"
+    );
+    for kept in ["sweep-kept", "sweep-used"] {
+        let claim = claims.get(kept).await.unwrap();
+        assert!(claim.metadata.deletion_timestamp.is_none(), "{kept} swept");
+    }
     assert_eq!(
         runtime.get(&live.id).await.unwrap().status.state,
         SandboxState::Running
@@ -264,6 +321,206 @@ async fn leftovers_of_a_crashed_create_are_swept() {
     // A second sweep finds nothing more.
     let again = runtime.sweep_now().await.unwrap();
     assert!(again.orphan_secrets.is_empty(), "{again:?}");
+    assert!(again.orphan_claims.is_empty(), "{again:?}");
+}
+
+/// Runs `create` in a task of its own and, until it ends, reads the sandbox `id` as a client
+/// would; returns the create's result and the first status whose message `shows` accepts.
+async fn create_watching_status(
+    runtime: &std::sync::Arc<KubernetesRuntime>,
+    request: berth_core::runtime::CreateSandbox,
+    shows: impl Fn(&str) -> bool,
+) -> (
+    Result<berth_core::model::SandboxRecord, RuntimeError>,
+    Option<berth_core::model::SandboxStatus>,
+) {
+    let id = request.id.clone();
+    let create = tokio::spawn({
+        let runtime = runtime.clone();
+        async move { runtime.create(request).await }
+    });
+    let mut shown = None;
+    while !create.is_finished() {
+        if let Ok(record) = runtime.get(&id).await
+            && record.status.message.as_deref().is_some_and(&shows)
+        {
+            shown = Some(record.status);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    (create.await.unwrap(), shown)
+}
+
+/// Waits (bounded) until the Pod `name` is gone from the API server.
+async fn until_pod_gone(namespace: &TestNamespace, name: &str) {
+    for _ in 0..300 {
+        if namespace.pods().get_opt(name).await.unwrap().is_none() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("Pod {name} is still there 60 s after its create failed");
+}
+
+/// A sandbox no node can take: while its create waits, `get` shows the scheduler's cause; at
+/// `kubernetes.start_timeout_seconds` the create fails naming it (not as an outage), and its Pod
+/// is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unschedulable_sandbox_fails_at_its_deadline_naming_the_cause() {
+    let (namespace, runtime) =
+        TestNamespace::with("unsched", |c| c.start_timeout = Duration::from_secs(15)).await;
+    let runtime = std::sync::Arc::new(runtime);
+    // More CPUs than any node of the test cluster has.
+    let asked = request(
+        "unsched-1",
+        json!({"resourceLimits": {"cpu": "512", "memory": "64Mi"}}),
+    );
+    let (created, shown) =
+        create_watching_status(&runtime, asked, |m| m.contains("Insufficient cpu")).await;
+    let status = shown.expect("while the create waited, get never showed the scheduling cause");
+    println!("while waiting: {status:?}");
+    assert_eq!(status.state, SandboxState::Pending);
+    let error = created.unwrap_err();
+    println!("at the deadline: {} {error}", error.code());
+    assert_eq!(error.code().as_str(), "SANDBOX::START_TIMEOUT", "{error}");
+    assert_eq!(error.code().http_status(), 504);
+    let message = error.to_string();
+    assert!(
+        message.contains("Insufficient cpu")
+            && message.contains("kubernetes.start_timeout_seconds (15 s)"),
+        "{message}"
+    );
+    until_pod_gone(&namespace, "sandbox-unsched-1").await;
+    until_gone(&runtime, &SandboxId::new("unsched-1").unwrap()).await;
+}
+
+/// A volume the kubelet cannot mount (a host root that does not exist on the node) leaves the
+/// container only "ContainerCreating"; the kubelet's FailedMount event names the cause, shown
+/// while the create waits and in its error at the deadline; the Pod is gone after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_volume_that_will_not_mount_is_named_while_waiting_and_at_the_deadline() {
+    // Never created: the kubelet's hostPath type check (Directory) fails on it.
+    let missing = format!("/tmp/berth-k8s-missing-root-{}", std::process::id());
+    let root = berth_core::model::HostPath::new(&missing).unwrap();
+    let allowed = root.clone();
+    let (namespace, runtime) = TestNamespace::with("mount", move |c| {
+        c.start_timeout = Duration::from_secs(20);
+        c.allowed_host_paths = vec![allowed];
+    })
+    .await;
+    let runtime = std::sync::Arc::new(runtime);
+    let asked = request_allowing(
+        "mount-1",
+        json!({"volumes": [{"name": "work", "host": {"path": format!("{missing}/work")},
+                            "mountPath": "/work"}]}),
+        &[root],
+    );
+    let (created, shown) =
+        create_watching_status(&runtime, asked, |m| m.contains("FailedMount")).await;
+    let status = shown.expect("while the create waited, get never showed the mount failure");
+    println!("while waiting: {status:?}");
+    assert_eq!(
+        (status.state, status.reason.as_deref()),
+        (SandboxState::Pending, Some("FailedMount"))
+    );
+    assert!(status.message.unwrap().contains(&missing));
+    let error = created.unwrap_err();
+    println!("at the deadline: {} {error}", error.code());
+    assert_eq!(error.code().as_str(), "SANDBOX::START_TIMEOUT", "{error}");
+    let message = error.to_string();
+    assert!(
+        message.contains("FailedMount") && message.contains(&missing),
+        "{message}"
+    );
+    until_pod_gone(&namespace, "sandbox-mount-1").await;
+    assert!(!std::path::Path::new(&missing).exists());
+}
+
+/// On this API server (1.20) `volumeMounts[].recursiveReadOnly` does not exist: read-only
+/// mounts are offered and reported non-recursive, Berth does not send the field, and the server
+/// (asked anyway by a dry run) drops it silently, as the decision assumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_mounts_are_non_recursive_where_the_server_lacks_recursive_read_only() {
+    let host = HostDir::new("rro");
+    std::fs::create_dir(host.path.join("data")).unwrap();
+    let root = host.root();
+    let allowed = root.clone();
+    let (namespace, runtime) = TestNamespace::with("rro", move |c| {
+        c.allowed_host_paths = vec![allowed];
+    })
+    .await;
+    let offered = runtime.capabilities();
+    for (kind, support) in &offered.volume_backends {
+        assert_eq!(
+            (support.read_only, support.read_only_sub_path),
+            (ReadOnlyMode::NonRecursive, ReadOnlyMode::NonRecursive),
+            "{kind:?}"
+        );
+    }
+    let why = &offered.details["readOnly"];
+    assert!(
+        why.starts_with("non-recursive") && why.contains("(1.20)"),
+        "{why}"
+    );
+    assert_eq!(
+        berth_k8s::runtime::probe_recursive_read_only(&namespace.client, &namespace.name).await,
+        Ok(false),
+        "a 1.20 API server keeps recursiveReadOnly?"
+    );
+    assert!(
+        namespace
+            .pods()
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty(),
+        "the dry run stored a Pod"
+    );
+
+    let asked = request_allowing(
+        "rro-1",
+        json!({"volumes": [{"name": "data", "host": {"path": format!("{root}/data")},
+                            "mountPath": "/data", "readOnly": true}]}),
+        &[root],
+    );
+    let rendered = runtime.render(&asked).await.unwrap();
+    assert!(
+        !rendered
+            .runtime_object
+            .to_string()
+            .contains("recursiveReadOnly"),
+        "Berth would send recursiveReadOnly: {}",
+        rendered.runtime_object
+    );
+    let created = runtime.create(asked).await.unwrap();
+    assert_eq!(
+        (
+            created.volumes[0].read_only,
+            created.volumes[0].read_only_mode
+        ),
+        (true, ReadOnlyMode::NonRecursive)
+    );
+    let pod = namespace.pods().get("sandbox-rro-1").await.unwrap();
+    let mounts: Vec<_> = pod
+        .spec
+        .unwrap()
+        .containers
+        .into_iter()
+        .flat_map(|c| c.volume_mounts.unwrap_or_default())
+        .filter(|m| m.mount_path == "/data")
+        .collect();
+    assert_eq!(mounts.len(), 1);
+    assert_eq!(
+        (
+            mounts[0].read_only,
+            mounts[0].recursive_read_only.as_deref()
+        ),
+        (Some(true), None)
+    );
+    runtime.delete(&created.id).await.unwrap();
+    until_gone(&runtime, &created.id).await;
 }
 
 /// The per-session workflow on real Pods and a real kubelet: session 1 writes on a claim's

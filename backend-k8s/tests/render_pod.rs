@@ -10,7 +10,11 @@ use berth_core::runtime::CreateSandbox;
 use berth_core::validate::StoragePolicy;
 use berth_k8s::config::KubernetesConfig;
 use berth_k8s::pod_state::PodState;
-use berth_k8s::render::{PodPlan, render};
+use berth_k8s::render::{
+    PodPlan, SUBPATH_EXIT_FAILED, SUBPATH_EXIT_MISSING, SUBPATH_EXIT_NOT_DIRECTORY,
+    SUBPATH_EXIT_SYMLINK, SUBPATH_EXIT_UNSUPPORTED_TYPE, SUBPATH_INIT_CONTAINER, SUBPATH_SCRIPT,
+    render,
+};
 use chrono::DateTime;
 use serde_json::{Value, json};
 
@@ -217,4 +221,288 @@ fn clashes_with_the_template_and_unexpressible_options_are_refused() {
     ] {
         assert!(body.message.contains(needle), "{needle}: {}", body.message);
     }
+}
+
+fn with_init_image(mut config: KubernetesConfig) -> KubernetesConfig {
+    config.subpath_init_image = Some("registry.example:5000/tools/busybox:1.36".into());
+    config
+}
+
+/// Every volume with a mount subPath (host: the part below the allowed root and its own; pvc;
+/// nfs) is prepared by one init container, first among the init containers, with each pod
+/// volume mounted whole; ossfs (whose subPath is a bucket prefix) and volumes without a subPath
+/// are left out.
+#[test]
+fn subpaths_are_prepared_by_an_init_container_when_configured() {
+    let config = with_init_image(template(json!({"spec": {
+        "initContainers": [{"name": "warm-cache", "image": "tools:1"}],
+        "containers": [{"name": "main"}],
+    }})));
+    let request = create(json!({"volumes": [
+        {"name": "work", "pvc": {"claimName": "sessions"}, "mountPath": "/workspace",
+         "subPath": "uid-1/session-7"},
+        {"name": "history", "pvc": {"claimName": "sessions"}, "mountPath": "/history",
+         "subPath": "uid-1", "readOnly": true},
+        {"name": "whole", "pvc": {"claimName": "other"}, "mountPath": "/whole"},
+        {"name": "skills", "host": {"path": "/data/skills/python"}, "mountPath": "/skills",
+         "subPath": "v2", "readOnly": true},
+        {"name": "archive", "nfs": {"server": "nas.invalid", "path": "/exports/archive"},
+         "mountPath": "/archive", "subPath": "2024", "readOnly": true},
+        {"name": "models", "ossfs": {"bucket": "models", "endpoint": "oss-cn-hangzhou.aliyuncs.com",
+         "accessKeyId": "AKIDEXAMPLE", "accessKeySecret": "TOPSECRET", "version": "1.0"},
+         "mountPath": "/models", "subPath": "llama"},
+    ]}));
+    let rendered = render(&config, &request, &plan(&[], false)).unwrap();
+    insta::assert_json_snapshot!("subpath_init_container", rendered.redacted_json());
+    let spec = rendered.pod.spec.as_ref().unwrap();
+    let init = spec.init_containers.as_ref().unwrap();
+    let names: Vec<&str> = init.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, [SUBPATH_INIT_CONTAINER, "warm-cache"]);
+    let ours = &init[0];
+    let args: Vec<&str> = ours
+        .args
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        args,
+        [
+            "work",
+            "/berth/volumes/work",
+            "uid-1/session-7",
+            "create",
+            "history",
+            "/berth/volumes/work",
+            "uid-1",
+            "create",
+            "skills",
+            "/berth/volumes/skills",
+            "python/v2",
+            "create",
+            "archive",
+            "/berth/volumes/archive",
+            "2024",
+            "check",
+        ]
+    );
+    // The script is fixed: the subPaths are only ever arguments.
+    let command = ours.command.as_ref().unwrap();
+    assert_eq!(command[..2], ["sh", "-c"]);
+    assert_eq!(command[2], SUBPATH_SCRIPT);
+    assert!(!SUBPATH_SCRIPT.contains("session-7"));
+    // Every exit status the runtime maps is one the script uses.
+    for status in [
+        SUBPATH_EXIT_SYMLINK,
+        SUBPATH_EXIT_NOT_DIRECTORY,
+        SUBPATH_EXIT_UNSUPPORTED_TYPE,
+        SUBPATH_EXIT_MISSING,
+        SUBPATH_EXIT_FAILED,
+    ] {
+        assert!(
+            SUBPATH_SCRIPT.contains(&format!("fail {status} \"")),
+            "{status}"
+        );
+    }
+    let mounts: Vec<(&str, &str, Option<bool>, Option<&str>)> = ours
+        .volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m.name.as_str(),
+                m.mount_path.as_str(),
+                m.read_only,
+                m.sub_path.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        mounts,
+        [
+            ("archive", "/berth/volumes/archive", Some(true), None),
+            ("skills", "/berth/volumes/skills", None, None),
+            ("work", "/berth/volumes/work", None, None),
+        ]
+    );
+    let context = ours.security_context.as_ref().unwrap();
+    let capabilities = context.capabilities.as_ref().unwrap();
+    assert_eq!(
+        (
+            context.run_as_user,
+            context.allow_privilege_escalation,
+            context.read_only_root_filesystem,
+            capabilities.drop.as_deref(),
+            capabilities.add.as_deref(),
+        ),
+        (
+            Some(0),
+            Some(false),
+            Some(true),
+            Some(&["ALL".to_owned()][..]),
+            Some(
+                &[
+                    "CHOWN".to_owned(),
+                    "DAC_OVERRIDE".to_owned(),
+                    "FSETID".to_owned()
+                ][..]
+            ),
+        )
+    );
+    let resources = ours.resources.as_ref().unwrap();
+    assert_eq!(resources.requests, resources.limits);
+    assert_eq!(
+        ours.termination_message_policy.as_deref(),
+        Some("FallbackToLogsOnError")
+    );
+}
+
+#[test]
+fn no_init_container_without_the_image_or_without_a_subpath() {
+    let with_sub_path = create(json!({"volumes": [
+        {"name": "work", "pvc": {"claimName": "sessions"}, "mountPath": "/workspace", "subPath": "a"},
+    ]}));
+    let rendered = render(&config(), &with_sub_path, &plan(&[], false)).unwrap();
+    assert!(rendered.pod.spec.unwrap().init_containers.is_none());
+    let without = create(json!({"volumes": [
+        {"name": "work", "pvc": {"claimName": "sessions"}, "mountPath": "/workspace"},
+        {"name": "skills", "host": {"path": "/data/skills"}, "mountPath": "/skills"},
+        {"name": "models", "ossfs": {"bucket": "models", "endpoint": "oss-cn-hangzhou.aliyuncs.com",
+         "accessKeyId": "AKIDEXAMPLE", "accessKeySecret": "TOPSECRET", "version": "1.0"},
+         "mountPath": "/models", "subPath": "llama"},
+    ]}));
+    let rendered = render(&with_init_image(config()), &without, &plan(&[], false)).unwrap();
+    assert!(rendered.pod.spec.unwrap().init_containers.is_none());
+}
+
+#[test]
+fn a_template_init_container_with_berths_name_is_refused_naming_both() {
+    let config = with_init_image(template(json!({"spec": {
+        "initContainers": [{"name": "berth-subpaths", "image": "tools:1"}],
+        "containers": [{"name": "main"}],
+    }})));
+    let request = create(json!({"volumes": [
+        {"name": "skills", "host": {"path": "/data/skills/python"}, "mountPath": "/skills"},
+    ]}));
+    let body = render(&config, &request, &plan(&[], false))
+        .unwrap_err()
+        .to_error_response();
+    assert_eq!(body.code, "SANDBOX::UNSUPPORTED_FEATURE");
+    for needle in [
+        "volumes[0].host.path",
+        "kubernetes.pod_template_file",
+        "kubernetes.subpath_init_image",
+        "\"berth-subpaths\"",
+    ] {
+        assert!(body.message.contains(needle), "{needle}: {}", body.message);
+    }
+}
+
+/// The rendered init container's command run by this machine's `sh` on a scratch directory
+/// standing in for the volume: the rules themselves, without a cluster.
+#[test]
+fn the_init_script_follows_dockers_rules() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = std::env::temp_dir().join(format!("berth-subpath-script-{}", std::process::id()));
+    let volume = dir.join("volume");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::create_dir(&volume).unwrap();
+    std::fs::set_permissions(&volume, std::fs::Permissions::from_mode(0o2750)).unwrap();
+    if std::fs::metadata(&volume).unwrap().uid() == 0 {
+        // As root, hand the volume to someone else: the created directories must follow it.
+        std::os::unix::fs::chown(&volume, Some(1000), Some(1000)).unwrap();
+    }
+    std::fs::create_dir(volume.join("target")).unwrap();
+    std::os::unix::fs::symlink("target", volume.join("link")).unwrap();
+    std::fs::write(volume.join("file"), "x").unwrap();
+    let fifo = std::process::Command::new("mkfifo")
+        .arg(volume.join("fifo"))
+        .status()
+        .unwrap();
+    assert!(fifo.success());
+
+    let run = |sub_path: &str, create_missing: bool| {
+        let request = create(json!({"volumes": [
+            {"name": "work", "nfs": {"server": "nas.invalid", "path": "/e"}, "mountPath": "/w",
+             "subPath": sub_path, "readOnly": !create_missing},
+        ]}));
+        let rendered = render(&with_init_image(config()), &request, &plan(&[], false)).unwrap();
+        let init = &rendered.pod.spec.unwrap().init_containers.unwrap()[0];
+        let mut args = init.args.clone().unwrap();
+        args[1] = volume.to_str().unwrap().to_owned();
+        let command = init.command.as_ref().unwrap();
+        let out = std::process::Command::new(&command[0])
+            .args(&command[1..])
+            .args(&args)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let (code, message) = run("uid-1/session-7", true);
+    assert_eq!(code, 0, "{message}");
+    let parent = std::fs::metadata(&volume).unwrap();
+    for made in ["uid-1", "uid-1/session-7"] {
+        let meta = std::fs::metadata(volume.join(made)).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid(), meta.mode() & 0o7777),
+            (parent.uid(), parent.gid(), 0o2750),
+            "{made}"
+        );
+    }
+    for (sub_path, create_missing, expected, needle) in [
+        (
+            "link",
+            true,
+            SUBPATH_EXIT_SYMLINK,
+            "link is a symbolic link",
+        ),
+        (
+            "link/deeper",
+            true,
+            SUBPATH_EXIT_SYMLINK,
+            "link is a symbolic link",
+        ),
+        (
+            "file/x",
+            true,
+            SUBPATH_EXIT_NOT_DIRECTORY,
+            "file is not a directory",
+        ),
+        (
+            "fifo",
+            true,
+            SUBPATH_EXIT_UNSUPPORTED_TYPE,
+            "fifo is neither",
+        ),
+        (
+            "absent",
+            false,
+            SUBPATH_EXIT_MISSING,
+            "absent does not exist",
+        ),
+        ("file", true, 0, ""),
+        ("-/x", true, 0, ""),
+    ] {
+        let (code, message) = run(sub_path, create_missing);
+        assert_eq!(code, expected, "{sub_path}: {message}");
+        if !needle.is_empty() {
+            let last = message.lines().last().unwrap_or_default();
+            assert!(
+                last.starts_with("berth-subpaths: volume \"work\": ") && last.contains(needle),
+                "{sub_path}: {message}"
+            );
+        }
+    }
+    assert!(
+        !volume.join("target/deeper").exists(),
+        "nothing made through the link"
+    );
+    assert!(volume.join("-/x").is_dir());
+    std::fs::remove_dir_all(&dir).unwrap();
 }

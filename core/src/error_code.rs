@@ -84,6 +84,10 @@ error_codes! {
     /// Another writer kept changing the sandbox (on Kubernetes: the Pod's `resourceVersion`)
     /// and the runtime gave up after a bounded number of re-reads; retrying may succeed.
     SandboxConflict = ("SANDBOX::CONFLICT", 409),
+    /// The sandbox did not run within the runtime's start deadline (on Kubernetes
+    /// `kubernetes.start_timeout_seconds`: no node fits it, a volume will not mount, ...); the
+    /// message names the cause the cluster reported, and nothing of the create is left behind.
+    SandboxStartTimeout = ("SANDBOX::START_TIMEOUT", 504),
     /// A renewal's `expiresAt` is not in the future.
     SandboxInvalidExpiration = ("SANDBOX::INVALID_EXPIRATION", 400),
     /// A metadata key or value breaks the Kubernetes label rules, or uses the reserved `opensandbox.io/` prefix.
@@ -144,6 +148,8 @@ error_codes! {
     VolumeInvalidPvcAccessMode = ("VOLUME::INVALID_PVC_ACCESS_MODE", 400),
     /// The claim does not exist and `createIfNotExists` is false.
     VolumePvcNotFound = ("VOLUME::PVC_NOT_FOUND", 400),
+    /// The claim exists but is being deleted (Kubernetes: `Terminating`); a create would hang on it.
+    VolumePvcBeingDeleted = ("VOLUME::PVC_BEING_DELETED", 409),
     /// The named volume's driver or options give no plain local directory, so a `subPath` cannot be staged.
     VolumePvcSubPathUnsupportedDriver = ("VOLUME::PVC_SUBPATH_UNSUPPORTED_DRIVER", 400),
     /// An `ossfs.bucket` breaks the OSS bucket naming rules.

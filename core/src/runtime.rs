@@ -332,6 +332,17 @@ pub enum RuntimeError {
         /// What was contended, and how often it was retried.
         detail: String,
     },
+    /// The sandbox was made but did not run within the runtime's start deadline; it was
+    /// removed. Not an outage: the engine answered, the sandbox could not start in time.
+    #[error("sandbox {id} did not run within {limit}: {cause}")]
+    StartTimeout {
+        /// The sandbox.
+        id: SandboxId,
+        /// The deadline, as the setting that sets it (`kubernetes.start_timeout_seconds (60 s)`).
+        limit: String,
+        /// Why it did not run, as the engine or cluster said.
+        cause: String,
+    },
     /// The engine or cluster cannot be reached.
     #[error("the runtime cannot be reached: {detail}")]
     Unavailable {
@@ -360,6 +371,7 @@ impl RuntimeError {
             Self::EndpointNotAvailable { .. } => ErrorCode::SandboxEndpointNotAvailable,
             Self::PodIpNotAvailable { .. } => ErrorCode::KubernetesPodIpNotAvailable,
             Self::Conflict { .. } => ErrorCode::SandboxConflict,
+            Self::StartTimeout { .. } => ErrorCode::SandboxStartTimeout,
             Self::Unavailable { .. } => ErrorCode::RuntimeUnavailable,
             Self::Internal { .. } => ErrorCode::GeneralInternalError,
         }

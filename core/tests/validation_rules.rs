@@ -1543,6 +1543,10 @@ fn every_code_core_can_produce_has_a_test() {
         GeneralInternalError,
         GeneralDeadlineExceeded,
         KubernetesPodIpNotAvailable,
+        // A Kubernetes create past its start deadline (backend-k8s/tests/k8s_cluster.rs).
+        SandboxStartTimeout,
+        // A claim stuck Terminating (backend-k8s/tests/k8s_objects.rs).
+        VolumePvcBeingDeleted,
         SnapshotNotImplemented,
         VolumeSubPathSymlink,
         VolumeUnsupportedFileType,

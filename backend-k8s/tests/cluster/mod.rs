@@ -80,6 +80,55 @@ impl TestNamespace {
     }
 }
 
+/// A client with the test cluster's admin kubeconfig; panics naming the fix when there is none.
+pub(crate) async fn admin_client() -> kube::Client {
+    let path = kubeconfig();
+    let kubeconfig = kube::config::Kubeconfig::read_from(&path).unwrap_or_else(|e| {
+        panic!(
+            "no test cluster: cannot read {} ({e}); run `cargo xtask k8s-env up`",
+            path.display()
+        )
+    });
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
+    kube::Client::try_from(config).unwrap()
+}
+
+impl TestNamespace {
+    /// A namespace of the test's own with no runtime on it (for a runtime the test makes
+    /// itself); returns once its `default` ServiceAccount exists, so Pods can be posted at once.
+    pub(crate) async fn empty(test: &str) -> Self {
+        let client = admin_client().await;
+        let name = format!("berth-test-{test}-{}", std::process::id());
+        let namespace: Namespace = serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {"berth.test": "1"}}
+        }))
+        .unwrap();
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &namespace)
+            .await
+            .unwrap_or_else(|e| panic!("the test cluster does not answer: {e}"));
+        let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+            Api::namespaced(client.clone(), &name);
+        // Made first: dropped (namespace deleted) also when the wait below panics.
+        let made = Self { name, client };
+        for _ in 0..300 {
+            if accounts.get_opt("default").await.unwrap().is_some() {
+                return made;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "namespace {} got no default ServiceAccount within 30 s",
+            made.name
+        );
+    }
+}
+
 impl Drop for TestNamespace {
     fn drop(&mut self) {
         // Deleting the namespace deletes every Pod, claim and Secret in it.
@@ -224,3 +273,106 @@ pub(crate) fn shell(id: &str, script: &str, volumes: serde_json::Value) -> Creat
     )
 }
 
+/// [`request`], validated as a server whose `storage.allowed_host_paths` is `roots` would (the
+/// API builds the validation policy and the runtime's allowlist from that one key).
+pub(crate) fn request_allowing(
+    id: &str,
+    body: serde_json::Value,
+    roots: &[berth_core::model::HostPath],
+) -> CreateSandbox {
+    let mut full = json!({
+        "image": {"uri": IMAGE},
+        "entrypoint": ["sleep", "600"],
+        "resourceLimits": {"cpu": "100m", "memory": "64Mi"},
+        "timeout": 600,
+    });
+    full.as_object_mut()
+        .unwrap()
+        .extend(body.as_object().unwrap().clone());
+    let request: wire::CreateSandboxRequest = serde_json::from_value(full).unwrap();
+    let policy = StoragePolicy {
+        allowed_host_roots: roots.to_vec(),
+        ..StoragePolicy::default()
+    };
+    CreateSandbox {
+        id: SandboxId::new(id).unwrap(),
+        spec: SandboxSpec::from_request(request, &policy).unwrap(),
+        created_at: chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 3),
+    }
+}
+
+/// A host directory of the test's own under /tmp, named after it, for host volumes; removed on
+/// drop once nothing is mounted below it (never a delete through a bind mount).
+pub(crate) struct HostDir {
+    pub(crate) path: PathBuf,
+}
+
+impl HostDir {
+    pub(crate) fn new(test: &str) -> Self {
+        let path = PathBuf::from(format!("/tmp/berth-k8s-host-{test}-{}", std::process::id()));
+        std::fs::create_dir_all(&path).unwrap();
+        Self { path }
+    }
+
+    /// The directory as an allowed root.
+    pub(crate) fn root(&self) -> berth_core::model::HostPath {
+        berth_core::model::HostPath::new(self.path.to_str().unwrap()).unwrap()
+    }
+}
+
+impl Drop for HostDir {
+    fn drop(&mut self) {
+        let dir = self.path.to_str().unwrap_or("/").to_owned();
+        let mounted = || {
+            std::fs::read_to_string("/proc/self/mountinfo")
+                .unwrap_or_default()
+                .contains(&dir)
+        };
+        for _ in 0..600 {
+            if !mounted() {
+                let _ = std::fs::remove_dir_all(&self.path);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        eprintln!(
+            "{} is still mounted after 120 s; left in place",
+            self.path.display()
+        );
+    }
+}
+
+impl VolumePool {
+    /// One hostPath PersistentVolume per claim name, reserved for that claim of `namespace`
+    /// (`claimRef`): the claim binds this volume and no other test's claim can take it, so a
+    /// test may prepare the volume's directory (`dir/<i>`, in the order of `claims`) before
+    /// any Pod mounts it.
+    pub(crate) async fn reserved(namespace: &TestNamespace, claims: &[&str]) -> Self {
+        let dir = PathBuf::from(format!("/tmp/berth-k8s-pv-{}", namespace.name));
+        let api = Api::<PersistentVolume>::all(namespace.client.clone());
+        let mut pool = Self {
+            names: Vec::new(),
+            dir,
+            client: namespace.client.clone(),
+        };
+        for (i, claim) in claims.iter().enumerate() {
+            let name = format!("{}-{i}", namespace.name);
+            let volume: PersistentVolume = serde_json::from_value(json!({
+                "metadata": {"name": name, "labels": {"berth.test": "1"}},
+                "spec": {
+                    "capacity": {"storage": "1Gi"},
+                    "accessModes": ["ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany"],
+                    "persistentVolumeReclaimPolicy": "Retain",
+                    "storageClassName": "",
+                    "claimRef": {"namespace": namespace.name, "name": claim},
+                    "hostPath": {"path": pool.dir.join(i.to_string()).to_str().unwrap(), "type": "DirectoryOrCreate"},
+                },
+            }))
+            .unwrap();
+            api.create(&PostParams::default(), &volume).await.unwrap();
+            // Named as soon as it exists: removed on drop also if a later create panics.
+            pool.names.push(name);
+        }
+        pool
+    }
+}
