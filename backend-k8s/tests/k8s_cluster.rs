@@ -530,7 +530,7 @@ async fn read_only_mounts_are_non_recursive_where_the_server_lacks_recursive_rea
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_find_their_files_again_on_a_shared_claim() {
     let (namespace, runtime) = TestNamespace::new("sessions").await;
-    let _pool = VolumePool::new(&namespace, 2).await;
+    let _pool = VolumePool::reserved(&namespace, &["sessions"]).await;
     let claim = |sub_path: &str, read_only: bool| {
         json!([{"name": "work", "pvc": {"claimName": "sessions"}, "mountPath": "/workspace",
                 "subPath": sub_path, "readOnly": read_only}])
