@@ -56,6 +56,9 @@ pub struct KubernetesSection {
     /// missing directories made with their parent's owner, group and mode); it must have `sh`,
     /// `mkdir`, `chmod`, `chown` and `stat`. Unset: the kubelet alone resolves subPaths.
     pub subpath_init_image: Option<String>,
+    /// Labels added to every Pod, Secret and claim Berth makes (e.g. for a cost report or a
+    /// network policy); Berth's own label keys may not be set here.
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for KubernetesSection {
@@ -71,6 +74,7 @@ impl Default for KubernetesSection {
             ossfs_csi_driver: "ossplugin.csi.alibabacloud.com".into(),
             delete_grace_period_seconds: 10,
             subpath_init_image: None,
+            labels: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -449,6 +453,13 @@ impl Config {
                 "kubernetes.image_pull_policy = {policy:?}: must be Always, IfNotPresent or Never"
             )));
         }
+        for (key, value) in &k.labels {
+            if let Err(why) = kubernetes_label(key, value) {
+                return Err(ConfigError(format!(
+                    "kubernetes.labels.{key} = {value:?}: {why}"
+                )));
+            }
+        }
         if let Some(image) = &k.subpath_init_image
             && (image.is_empty() || image.contains(char::is_whitespace))
         {
@@ -492,6 +503,7 @@ impl Config {
         config.delete_grace_period = Duration::from_secs(k.delete_grace_period_seconds);
         config.allowed_host_paths = self.policy().allowed_host_roots;
         config.subpath_init_image.clone_from(&k.subpath_init_image);
+        config.extra_labels.extend(k.labels.clone());
         if config.subpath_init_image.is_some()
             && let Some(path) = &k.pod_template_file
             && config
@@ -564,6 +576,52 @@ impl Config {
     }
 }
 
+/// The labels the Kubernetes runtime sets itself (`backend-k8s/src/render.rs`; a test keeps the
+/// two lists equal). Spelled out here because the check runs in servers built without it too.
+const BERTH_K8S_LABELS: [&str; 4] = [
+    "opensandbox.io/id",
+    "berth.managed-by",
+    "berth.made-for",
+    "berth.delete-with-sandboxes",
+];
+
+/// Whether `key: value` is a label the API server accepts and not one of Berth's own (which
+/// say what a Pod is; an operator's value there would mislabel every sandbox).
+fn kubernetes_label(key: &str, value: &str) -> Result<(), String> {
+    let name_part = |part: &str| {
+        !part.is_empty()
+            && part.len() <= 63
+            && part.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && part.ends_with(|c: char| c.is_ascii_alphanumeric())
+            && part
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    let (prefix, name) = key
+        .rsplit_once('/')
+        .map_or((None, key), |(p, n)| (Some(p), n));
+    let prefix_ok = prefix.is_none_or(|p| {
+        p.len() <= 253
+            && p.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+            })
+    });
+    if !prefix_ok || !name_part(name) {
+        return Err("not a valid label key ([prefix/]name: a DNS subdomain, then up to 63 letters, digits, '-', '_', '.')".into());
+    }
+    if !(value.is_empty() || name_part(value)) {
+        return Err("not a valid label value (up to 63 letters, digits, '-', '_', '.', alphanumeric at both ends)".into());
+    }
+    if BERTH_K8S_LABELS.contains(&key) {
+        return Err("one of Berth's own labels".into());
+    }
+    Ok(())
+}
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -952,6 +1010,53 @@ mod tests {
             assert!(message.contains(needle), "{key}: {message}");
         }
         assert!(Config::load_for(None, env(&[]), &[]).is_err());
+    }
+
+    #[cfg(feature = "kubernetes")]
+    #[test]
+    fn operator_labels_are_checked_and_reach_the_kubernetes_config() {
+        use berth_k8s::render::{
+            LABEL_DELETE_WITH_SANDBOXES, LABEL_ID, LABEL_MADE_FOR, LABEL_MANAGED_BY,
+        };
+        assert_eq!(
+            super::BERTH_K8S_LABELS,
+            [
+                LABEL_ID,
+                LABEL_MANAGED_BY,
+                LABEL_MADE_FOR,
+                LABEL_DELETE_WITH_SANDBOXES
+            ]
+        );
+        let dir = std::env::temp_dir().join(format!("berth-labels-test-{}", std::process::id()));
+        std::fs::create_dir(&dir).unwrap();
+        let file = dir.join("berth.toml");
+        let load = |labels: &str| {
+            std::fs::write(
+                &file,
+                format!("[runtime]\ntype = \"kubernetes\"\n[kubernetes.labels]\n{labels}\n"),
+            )
+            .unwrap();
+            Config::load_for(Some(&file), env(&[]), &[RuntimeKind::Kubernetes])
+        };
+        let good = load("\"team.example.com/cost-centre\" = \"ml-7\"\nberth-test = \"\"")
+            .unwrap()
+            .kubernetes_config()
+            .unwrap();
+        assert_eq!(good.extra_labels["team.example.com/cost-centre"], "ml-7");
+        assert_eq!(good.extra_labels["berth-test"], "");
+        for (bad, why) in [
+            ("\"opensandbox.io/id\" = \"x\"", "Berth's own"),
+            ("\"Bad/key\" = \"x\"", "label key"),
+            ("team = \"has space\"", "label value"),
+            ("team = \"-leading\"", "label value"),
+        ] {
+            let message = load(bad).unwrap_err().to_string();
+            assert!(
+                message.contains("kubernetes.labels.") && message.contains(why),
+                "{bad}: {message}"
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

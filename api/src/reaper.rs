@@ -103,6 +103,8 @@ pub async fn run(state: AppState, clock: Arc<dyn Clock>) {
         tokio::select! {
             () = tokio::time::sleep(sleep) => {}
             () = state.reaper_wakeup.notified() => {}
+            // An earlier expiry set through another replica.
+            () = state.runtime.expiries_changed() => {}
         }
     }
 }

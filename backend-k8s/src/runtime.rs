@@ -42,7 +42,20 @@ use crate::sandbox_table::SandboxTable;
 use crate::sweep::{SweepReport, Sweeper};
 
 /// How many times a write re-reads and retries after a `resourceVersion` conflict.
-const CONFLICT_RETRIES: usize = 3;
+const CONFLICT_RETRIES: u32 = 8;
+
+/// A pause before retry `attempt` (from 1) of a write that lost a race to another writer: random
+/// within a window that doubles per attempt (10 ms, 20 ms, ... up to 640 ms), so writers that
+/// collided do not collide again in lockstep.
+fn conflict_backoff(attempt: u32) -> std::time::Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let window_ms = 10u64 << attempt.saturating_sub(1).min(6);
+    // A fresh `RandomState` is randomly keyed: enough entropy for jitter, no extra crate.
+    let noise = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    std::time::Duration::from_millis(noise % window_ms + 1)
+}
 
 /// The Kubernetes runtime.
 pub struct KubernetesRuntime {
@@ -56,6 +69,9 @@ pub struct KubernetesRuntime {
     /// True once the watch's first full listing is in the table.
     synced: tokio::sync::watch::Receiver<bool>,
     watch: tokio::task::JoinHandle<()>,
+    /// Notified by the watch when the earliest expiry moved (the reaper's wake-up for changes
+    /// made through other replicas).
+    expiries_changed: Arc<tokio::sync::Notify>,
     /// The event watch feeding start warnings into the table.
     event_watch: tokio::task::JoinHandle<()>,
     /// Whether read-only mounts are sent with `recursiveReadOnly` (see
@@ -187,11 +203,13 @@ impl KubernetesRuntime {
         let table = Arc::new(RwLock::new(SandboxTable::default()));
         let (changes, _) = tokio::sync::broadcast::channel(1024);
         let (synced_tx, synced) = tokio::sync::watch::channel(false);
+        let expiries_changed = Arc::new(tokio::sync::Notify::new());
         let watch = tokio::spawn(watch_pods(
             pods.clone(),
             Arc::clone(&table),
             changes.clone(),
             synced_tx,
+            Arc::clone(&expiries_changed),
         ));
         let event_watch = tokio::spawn(watch_events(
             Api::namespaced(client.clone(), &config.namespace),
@@ -227,6 +245,7 @@ impl KubernetesRuntime {
             changes,
             synced,
             watch,
+            expiries_changed,
             event_watch,
             recursive_read_only,
             capabilities,
@@ -351,7 +370,10 @@ impl KubernetesRuntime {
         let owner = owner_of(pod);
         for name in claims {
             let mut added = false;
-            for _ in 0..=CONFLICT_RETRIES {
+            for attempt in 0..=CONFLICT_RETRIES {
+                if attempt > 0 {
+                    tokio::time::sleep(conflict_backoff(attempt)).await;
+                }
                 let Some(claim) = self
                     .claims
                     .get_opt(&name)
@@ -496,7 +518,10 @@ impl KubernetesRuntime {
         change: impl Fn(&mut PodState) -> Result<(), RuntimeError>,
     ) -> Result<Pod, RuntimeError> {
         let name = pod_name(id);
-        for _ in 0..=CONFLICT_RETRIES {
+        for attempt in 0..=CONFLICT_RETRIES {
+            if attempt > 0 {
+                tokio::time::sleep(conflict_backoff(attempt)).await;
+            }
             let pod = self
                 .pods
                 .get_opt(&name)
@@ -556,6 +581,7 @@ async fn watch_pods(
     table: Arc<RwLock<SandboxTable>>,
     changes: tokio::sync::broadcast::Sender<String>,
     synced: tokio::sync::watch::Sender<bool>,
+    expiries_changed: Arc<tokio::sync::Notify>,
 ) {
     let config = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
     let mut stream = watcher(pods, config).default_backoff().boxed();
@@ -571,6 +597,7 @@ async fn watch_pods(
         let mut table = table
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let earliest = table.next_expiry();
         let changed: Vec<String> = match event {
             watcher::Event::Init => {
                 listing.clear();
@@ -598,7 +625,13 @@ async fn watch_pods(
                 sandbox_id(&pod).into_iter().collect()
             }
         };
+        let moved = table.next_expiry() != earliest;
         drop(table);
+        if moved {
+            // The reaper sleeps until the earliest expiry; a renewal or create through another
+            // replica may have moved it. A stored permit wakes a reaper that sleeps later.
+            expiries_changed.notify_one();
+        }
         for id in changed {
             // Nobody waiting is fine.
             let _ = changes.send(id);
@@ -1085,6 +1118,10 @@ impl Runtime for KubernetesRuntime {
 
     /// Only the holder of the reaper's Lease reaps; a hold that ran out (this replica could not
     /// renew it) counts as not leading.
+    async fn expiries_changed(&self) {
+        self.expiries_changed.notified().await;
+    }
+
     async fn leads_reaping(&self) -> bool {
         self.leads_until
             .lock()
@@ -1200,6 +1237,20 @@ impl Runtime for KubernetesRuntime {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn conflict_backoff_stays_in_its_doubling_window() {
+        for attempt in 1..=super::CONFLICT_RETRIES {
+            let window = 10u64 << (attempt - 1).min(6);
+            for _ in 0..50 {
+                let pause = super::conflict_backoff(attempt).as_millis();
+                assert!(
+                    (1..=u128::from(window)).contains(&pause),
+                    "{attempt}: {pause}"
+                );
+            }
+        }
+    }
+
     use super::*;
     use berth_core::model::{ReadOnlyMode, VolumeBackendKind};
 

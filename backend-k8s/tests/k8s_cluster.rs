@@ -17,13 +17,12 @@ use berth_core::model::{MetadataPatch, ReadOnlyMode, SandboxId, SandboxState};
 use berth_core::runtime::{ListSelection, Runtime, RuntimeError};
 use berth_k8s::config::KubernetesConfig;
 use berth_k8s::runtime::KubernetesRuntime;
-use k8s_openapi::api::core::v1::PersistentVolume;
 use kube::api::{Api, PostParams};
 use serde_json::json;
 
 use cluster::{
-    HostDir, IMAGE, TestNamespace, VolumePool, host_file, kubeconfig, request, request_allowing,
-    shell, until_gone,
+    HostDir, IMAGE, TestNamespace, VolumePool, claim_dir, host_file, kubeconfig, request,
+    request_allowing, shell, until_gone,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -544,21 +543,7 @@ async fn sessions_find_their_files_again_on_a_shared_claim() {
         .await
         .unwrap();
     // Where the claim landed on the host: its PersistentVolume's hostPath.
-    let claims: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
-        Api::namespaced(namespace.client.clone(), &namespace.name);
-    let volume_name = claims
-        .get("sessions")
-        .await
-        .unwrap()
-        .spec
-        .unwrap()
-        .volume_name
-        .unwrap();
-    let volume = Api::<PersistentVolume>::all(namespace.client.clone())
-        .get(&volume_name)
-        .await
-        .unwrap();
-    let root = PathBuf::from(volume.spec.unwrap().host_path.unwrap().path);
+    let root = claim_dir(&namespace, "sessions").await;
     assert_eq!(
         host_file(&root.join("uid-1/session-7/x")).await.trim(),
         "from-session-1"

@@ -525,7 +525,7 @@ impl TokenKubeconfig {
             "current-context": "berth",
         });
         let dir = std::env::temp_dir().join(format!("berth-deploy-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir(&dir).unwrap();
         let path = dir.join("kubeconfig");
         std::fs::write(&path, serde_json::to_vec_pretty(&file).unwrap()).unwrap();
         std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))

@@ -10,7 +10,6 @@
 
 mod cluster;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use berth_core::model::{HostPath, SandboxSpec, SandboxState};
@@ -21,13 +20,14 @@ use berth_k8s::render::{
     LABEL_DELETE_WITH_SANDBOXES, LABEL_MADE_FOR, LABEL_MANAGED_BY, MANAGED_BY, pod_name,
     registry_secret_name,
 };
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use cluster::{
-    HostDir, IMAGE, TestNamespace, VolumePool, host_file, request, request_allowing, until_gone,
+    HostDir, IMAGE, TestNamespace, VolumePool, claim_dir, host_file, request, request_allowing,
+    until_gone,
 };
 
 fn claims(namespace: &TestNamespace) -> Api<PersistentVolumeClaim> {
@@ -104,23 +104,6 @@ async fn assert_nothing_made(namespace: &TestNamespace) {
     );
 }
 
-/// The directory on the host behind a bound claim (the test pool's hostPath volumes).
-async fn claim_dir(namespace: &TestNamespace, claim: &str) -> PathBuf {
-    let volume_name = claims(namespace)
-        .get(claim)
-        .await
-        .unwrap()
-        .spec
-        .unwrap()
-        .volume_name
-        .unwrap();
-    let volume = Api::<PersistentVolume>::all(namespace.client.clone())
-        .get(&volume_name)
-        .await
-        .unwrap();
-    PathBuf::from(volume.spec.unwrap().host_path.unwrap().path)
-}
-
 /// A claim Berth creates with `deleteOnSandboxTermination` carries Berth's labels and is owned
 /// by the Pod, and the garbage collector removes it once the Pod is gone; one created without
 /// it has no owner and outlives the sandbox.
@@ -154,7 +137,7 @@ async fn a_created_claim_goes_with_its_sandbox_only_when_asked() {
         label(&scratch.metadata, LABEL_DELETE_WITH_SANDBOXES),
         Some("true")
     );
-    assert_eq!(owners(&scratch.metadata), [owner.clone()]);
+    assert_eq!(owners(&scratch.metadata), std::slice::from_ref(&owner));
     let spec = scratch.spec.unwrap();
     assert_eq!(spec.access_modes.unwrap(), ["ReadWriteOnce"]);
     assert_eq!(
@@ -385,7 +368,7 @@ async fn registry_credentials_live_in_a_secret_the_pod_owns() {
         .flatten()
         .map(|s| s.name.clone())
         .collect();
-    assert_eq!(pull_secrets, [name.clone()]);
+    assert_eq!(pull_secrets, std::slice::from_ref(&name));
 
     let secrets = secrets(&namespace);
     let secret = secrets.get(&name).await.unwrap();
@@ -577,7 +560,8 @@ async fn the_operator_template_is_merged_into_a_running_pod() {
 async fn host_volumes_stay_inside_the_allowlist() {
     let host = HostDir::new("allowlist");
     let root = host.root();
-    std::fs::create_dir_all(host.path.join("sub/dir")).unwrap();
+    std::fs::create_dir(host.path.join("sub")).unwrap();
+    std::fs::create_dir(host.path.join("sub/dir")).unwrap();
     std::fs::create_dir(host.path.join("out")).unwrap();
     std::fs::write(
         host.path.join("sub/dir/input.txt"),

@@ -461,6 +461,14 @@ pub trait Runtime: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<bool, RuntimeError>;
 
+    /// Completes when the earliest expiry may have changed through another writer (a renewal or
+    /// create through another replica of a shared cluster), so that a reaper asleep until the
+    /// old earliest expiry looks again. A runtime only this server writes never completes: the
+    /// server wakes its reaper itself on its own creates and renewals.
+    async fn expiries_changed(&self) {
+        std::future::pending::<()>().await;
+    }
+
     /// Whether this replica should reap expired sandboxes now. Several servers may share one
     /// cluster and exactly one leads (a cluster runtime holds a lease); a runtime only one
     /// server uses always leads.

@@ -147,21 +147,7 @@ impl Drop for TestNamespace {
 }
 
 pub(crate) fn request(id: &str, body: serde_json::Value) -> CreateSandbox {
-    let mut full = json!({
-        "image": {"uri": IMAGE},
-        "entrypoint": ["sleep", "600"],
-        "resourceLimits": {"cpu": "100m", "memory": "64Mi"},
-        "timeout": 600,
-    });
-    full.as_object_mut()
-        .unwrap()
-        .extend(body.as_object().unwrap().clone());
-    let request: wire::CreateSandboxRequest = serde_json::from_value(full).unwrap();
-    CreateSandbox {
-        id: SandboxId::new(id).unwrap(),
-        spec: SandboxSpec::from_request(request, &StoragePolicy::default()).unwrap(),
-        created_at: chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 3),
-    }
+    request_allowing(id, body, &[])
 }
 
 /// Waits (bounded) until `get` answers 404 — the Pod is gone — and says what it saw before.
@@ -233,26 +219,49 @@ impl Drop for VolumePool {
                 });
         })
         .join();
-        // Only once nothing is mounted below it (no Pod uses it any more): never a delete
-        // through a bind mount.
-        let dir = self.dir.to_str().unwrap_or("/").to_owned();
-        let mounted = || {
-            std::fs::read_to_string("/proc/self/mountinfo")
-                .unwrap_or_default()
-                .contains(&dir)
-        };
-        for _ in 0..600 {
-            if !mounted() {
-                let _ = std::fs::remove_dir_all(&self.dir);
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        eprintln!(
-            "{} is still mounted after 120 s; left in place",
-            self.dir.display()
-        );
+        remove_when_unmounted(&self.dir);
     }
+}
+
+/// Removes `dir` once nothing is mounted below it (no Pod uses it any more): never a delete
+/// through a bind mount. Gives up, leaving it, after 120 s.
+fn remove_when_unmounted(dir: &std::path::Path) {
+    let shown = dir.to_str().unwrap_or("/").to_owned();
+    let mounted = || {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .contains(&shown)
+    };
+    for _ in 0..600 {
+        if !mounted() {
+            let _ = std::fs::remove_dir_all(dir);
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!(
+        "{} is still mounted after 120 s; left in place",
+        dir.display()
+    );
+}
+
+/// The directory on the host behind a bound claim (the test pool's hostPath volumes).
+pub(crate) async fn claim_dir(namespace: &TestNamespace, claim: &str) -> PathBuf {
+    let claims: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        Api::namespaced(namespace.client.clone(), &namespace.name);
+    let volume_name = claims
+        .get(claim)
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .volume_name
+        .unwrap();
+    let volume = Api::<PersistentVolume>::all(namespace.client.clone())
+        .get(&volume_name)
+        .await
+        .unwrap();
+    PathBuf::from(volume.spec.unwrap().host_path.unwrap().path)
 }
 
 /// Polls (bounded) until `path` on the host exists and returns its content.
@@ -310,7 +319,7 @@ pub(crate) struct HostDir {
 impl HostDir {
     pub(crate) fn new(test: &str) -> Self {
         let path = PathBuf::from(format!("/tmp/berth-k8s-host-{test}-{}", std::process::id()));
-        std::fs::create_dir_all(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
         Self { path }
     }
 
@@ -322,23 +331,7 @@ impl HostDir {
 
 impl Drop for HostDir {
     fn drop(&mut self) {
-        let dir = self.path.to_str().unwrap_or("/").to_owned();
-        let mounted = || {
-            std::fs::read_to_string("/proc/self/mountinfo")
-                .unwrap_or_default()
-                .contains(&dir)
-        };
-        for _ in 0..600 {
-            if !mounted() {
-                let _ = std::fs::remove_dir_all(&self.path);
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        eprintln!(
-            "{} is still mounted after 120 s; left in place",
-            self.path.display()
-        );
+        remove_when_unmounted(&self.path);
     }
 }
 
