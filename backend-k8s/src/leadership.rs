@@ -107,6 +107,24 @@ pub fn claimed(
     }
 }
 
+/// The Lease to write when `me`, stopping, gives up `current`: no holder, so the next replica
+/// to look takes it at once instead of waiting for it to run out. `None` when `me` does not hold
+/// it (nothing to give up). The write carries `current`'s `resourceVersion`: a replica that took
+/// the Lease meanwhile keeps it.
+pub fn released(current: &Lease, me: &str) -> Option<Lease> {
+    let spec = current.spec.as_ref()?;
+    if spec.holder_identity.as_deref() != Some(me) {
+        return None;
+    }
+    Some(Lease {
+        metadata: current.metadata.clone(),
+        spec: Some(LeaseSpec {
+            holder_identity: None,
+            ..spec.clone()
+        }),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,6 +137,16 @@ mod tests {
         let mut lease = claimed(None, "berth-reaper", "ns", holder, at(renewed), 15);
         lease.metadata.resource_version = Some("42".into());
         lease
+    }
+
+    #[test]
+    fn a_released_lease_is_taken_at_once_by_another() {
+        let mine = held_by("a", 100);
+        assert_eq!(released(&mine, "b"), None, "only the holder gives it up");
+        let given_up = released(&mine, "a").unwrap();
+        assert_eq!(given_up.metadata.resource_version.as_deref(), Some("42"));
+        // Still within its duration, and yet free.
+        assert_eq!(decide(Some(&given_up), "b", at(101)), LeaseDecision::Take);
     }
 
     #[test]

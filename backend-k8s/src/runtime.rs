@@ -1122,6 +1122,43 @@ impl Runtime for KubernetesRuntime {
         self.expiries_changed.notified().await;
     }
 
+    async fn shutdown(&self) {
+        self.lease.abort();
+        self.sweeps.abort();
+        let held = self
+            .leads_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+            .is_some_and(|until| until > Utc::now());
+        if !held {
+            return;
+        }
+        let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+            Api::namespaced(self.pods.clone().into_client(), &self.config.namespace);
+        let given_up = match leases.get_opt(LEASE_NAME).await {
+            Ok(Some(current)) => crate::leadership::released(&current, &self.config.lease_identity),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "shutdown: reading the reaper's Lease failed; it runs out instead");
+                None
+            }
+        };
+        if let Some(lease) = given_up {
+            match leases
+                .replace(LEASE_NAME, &PostParams::default(), &lease)
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(identity = %self.config.lease_identity, "shutdown: gave up the reaper's Lease")
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "shutdown: giving up the reaper's Lease failed; it runs out instead")
+                }
+            }
+        }
+    }
+
     async fn leads_reaping(&self) -> bool {
         self.leads_until
             .lock()

@@ -469,6 +469,11 @@ pub trait Runtime: Send + Sync {
         std::future::pending::<()>().await;
     }
 
+    /// Called once as the server stops, after its calls in flight: gives up what this replica
+    /// holds for the others (a cluster runtime's reaper Lease), so another takes over at once
+    /// rather than when it runs out. Nothing, by default.
+    async fn shutdown(&self) {}
+
     /// Whether this replica should reap expired sandboxes now. Several servers may share one
     /// cluster and exactly one leads (a cluster runtime holds a lease); a runtime only one
     /// server uses always leads.

@@ -135,7 +135,16 @@ async fn serve(config: Config) -> ExitCode {
     }
     // Mutating calls run detached from their connections: they get what is left of the bound.
     let left = bound.saturating_sub(signalled_at.get().map_or(Duration::ZERO, Instant::elapsed));
-    if state.finish_in_flight(left).await {
+    let finished = state.finish_in_flight(left).await;
+    // What this replica holds for others (a cluster's reaper Lease) is given up last, briefly:
+    // if that fails, it runs out on its own.
+    if tokio::time::timeout(Duration::from_secs(5), state.runtime.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown: the runtime did not stop within 5 s");
+    }
+    if finished {
         tracing::info!("berth-server stopped: every call in flight finished");
     } else {
         tracing::warn!(
