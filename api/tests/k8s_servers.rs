@@ -1,1 +1,710 @@
-//! (being written)
+//! The real `berth-server` binary on the Kubernetes runtime, against the test cluster (run by
+//! `cargo xtask test` with it up; `XTASK_K8S_KUBECONFIG` names its kubeconfig):
+//!
+//! - the official SDK end to end (`sdk/e2e.py` with `SDK_E2E_RUNTIME=kubernetes`), a pvc on
+//!   per-session subPaths and host volumes included;
+//! - two servers on one namespace: exactly one reaps (the holder of the reaper's Lease), and
+//!   when it stops the other takes over;
+//! - concurrent metadata patches and renewals of one sandbox through both servers lose nothing.
+//!
+//! Each test works in a namespace of its own labelled `berth.test=1`, deleted on drop with the
+//! volumes and host directories it made, also when the test panics. Servers log to a file in
+//! that directory; a failing test prints the log.
+
+#![cfg(feature = "kubernetes")] // Runs the server on the Kubernetes runtime.
+#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chrono::{DateTime, SubsecRound, Utc};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, PersistentVolumeClaim, Pod};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use serde_json::{Value, json};
+
+const KEY: &str = "k8s-servers-test-key";
+const IMAGE: &str = "berth-test/busybox:latest";
+
+fn kubeconfig() -> PathBuf {
+    std::env::var_os("XTASK_K8S_KUBECONFIG")
+        .map_or_else(|| PathBuf::from("/tmp/berth-k8s/kubeconfig"), PathBuf::from)
+}
+
+/// A namespace of the test's own and a host directory for what the test keeps on the host
+/// (volumes, host roots, server logs); on drop the namespace (with every Pod, claim and Lease in
+/// it), the test's PersistentVolumes and, once nothing is mounted below it, the directory go.
+struct TestNamespace {
+    name: String,
+    client: kube::Client,
+    dir: PathBuf,
+    volumes: Vec<String>,
+}
+
+impl TestNamespace {
+    async fn new(test: &str) -> Self {
+        let path = kubeconfig();
+        let kubeconfig = kube::config::Kubeconfig::read_from(&path).unwrap_or_else(|e| {
+            panic!(
+                "no test cluster: cannot read {} ({e}); run `cargo xtask k8s-env up`",
+                path.display()
+            )
+        });
+        let config = kube::Config::from_custom_kubeconfig(
+            kubeconfig,
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await
+        .unwrap();
+        let client = kube::Client::try_from(config).unwrap();
+        let name = format!("berth-test-servers-{test}-{}", std::process::id());
+        let namespace: Namespace = serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {"berth.test": "1"}}
+        }))
+        .unwrap();
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &namespace)
+            .await
+            .unwrap_or_else(|e| panic!("the test cluster does not answer: {e}"));
+        let namespace = Self {
+            dir: std::env::temp_dir().join(&name),
+            name,
+            client,
+            volumes: Vec::new(),
+        };
+        std::fs::create_dir(&namespace.dir).unwrap();
+        namespace
+    }
+
+    /// A hostPath PersistentVolume bound in advance to claim `claim` of this namespace: the
+    /// cluster has no provisioner, and no other test's claim can take it.
+    async fn volume_for(&mut self, claim: &str) {
+        let name = format!("{}-{claim}", self.name);
+        let path = self.dir.join("volumes").join(claim);
+        let volume: PersistentVolume = serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {"berth.test": "1"}},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": "",
+                "hostPath": {"path": path.to_str().unwrap(), "type": "DirectoryOrCreate"},
+                "claimRef": {"namespace": self.name, "name": claim},
+            },
+        }))
+        .unwrap();
+        Api::<PersistentVolume>::all(self.client.clone())
+            .create(&PostParams::default(), &volume)
+            .await
+            .unwrap();
+        self.volumes.push(name);
+    }
+
+    fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+
+    /// Who holds the reaper's Lease of this namespace.
+    async fn lease_holder(&self) -> Option<String> {
+        Api::<Lease>::namespaced(self.client.clone(), &self.name)
+            .get_opt("berth-reaper")
+            .await
+            .unwrap()
+            .and_then(|l| l.spec?.holder_identity)
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        let (client, name, volumes) =
+            (self.client.clone(), self.name.clone(), self.volumes.clone());
+        // Drop may run inside the test's runtime: the calls get a runtime of their own.
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Runtime::new()
+                .unwrap()
+                .block_on(async move {
+                    let _ = Api::<Namespace>::all(client.clone())
+                        .delete(&name, &DeleteParams::background())
+                        .await;
+                    let api = Api::<PersistentVolume>::all(client);
+                    for volume in volumes {
+                        let _ = api.delete(&volume, &DeleteParams::default()).await;
+                    }
+                });
+        })
+        .join();
+        // Only once the namespace's Pods have gone and nothing is mounted below it: never a
+        // delete through a mount.
+        let dir = self.dir.to_str().unwrap_or("/").to_owned();
+        for _ in 0..600 {
+            if !common::mounts_below(&self.dir) {
+                let _ = std::fs::remove_dir_all(&self.dir);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        eprintln!("{dir} is still mounted after 120 s; left in place");
+    }
+}
+
+/// A `berth-server` on the Kubernetes runtime in a test namespace, its output in a log file.
+struct Server {
+    child: Child,
+    endpoint: Endpoint,
+    log: PathBuf,
+}
+
+/// Where a server answers: the API calls the tests make.
+#[derive(Clone)]
+struct Endpoint {
+    address: String,
+}
+
+impl std::ops::Deref for Server {
+    type Target = Endpoint;
+
+    fn deref(&self) -> &Endpoint {
+        &self.endpoint
+    }
+}
+
+impl Server {
+    /// Starts `berth-server` on `namespace` with the settings every test here uses, plus `env`.
+    fn start(namespace: &TestNamespace, name: &str, env: &[(&str, String)]) -> Self {
+        let port = common::free_port();
+        let log = namespace.dir.join(format!("{name}.log"));
+        let out = std::fs::File::create(&log).unwrap();
+        let mut command = common::server_command();
+        command
+            .env("BERTH_RUNTIME__TYPE", "kubernetes")
+            .env("BERTH_KUBERNETES__NAMESPACE", &namespace.name)
+            .env("BERTH_KUBERNETES__KUBECONFIG", kubeconfig())
+            // Every Pod, Secret and claim it makes is a test resource.
+            .env("BERTH_KUBERNETES__LABELS", r#"{"berth.test" = "1"}"#)
+            // The test image is loaded, never pulled (no registry is reachable).
+            .env("BERTH_KUBERNETES__IMAGE_PULL_POLICY", "Never")
+            .env("BERTH_KUBERNETES__START_TIMEOUT_SECONDS", "60")
+            // Sandboxes ignore SIGTERM (a shell as PID 1): without a short grace a Pod takes
+            // the default 10 s to go.
+            .env("BERTH_KUBERNETES__DELETE_GRACE_PERIOD_SECONDS", "1")
+            .env("BERTH_SERVER__REQUEST_DEADLINE_SECONDS", "120")
+            .env("BERTH_SERVER__SHUTDOWN_TIMEOUT_SECONDS", "10")
+            .env("BERTH_SERVER__API_KEY", KEY)
+            .env("BERTH_SERVER__PORT", port.to_string())
+            .env(
+                "BERTH_STORAGE__STATE_DIR",
+                namespace.dir.join(format!("{name}-state")),
+            )
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::from(out.try_clone().unwrap()))
+            .stderr(Stdio::from(out));
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        Self {
+            child: command.spawn().unwrap(),
+            endpoint: Endpoint {
+                address: format!("127.0.0.1:{port}"),
+            },
+            log,
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The end of a `Lease` holder's identity that is this server's (its default identity is
+    /// host name and process id).
+    fn identity_suffix(&self) -> String {
+        format!("-{}", self.child.id())
+    }
+
+    /// Waits (bounded) until `/health` answers 200: listening, and the Pod cache has synced.
+    async fn healthy(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("berth-server exited at startup ({status})");
+            }
+            if let Ok((200, _)) = request(&self.address, "GET", "/health", None).await {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "/health not 200 within 60 s of the start"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// SIGTERM, then waits (bounded) for the exit; its code.
+    async fn terminate(&mut self) -> Option<i32> {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "berth-server ignored SIGTERM");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The log lines saying this server's reaper deleted `id`.
+    fn reaped_in_log(&self, id: &str) -> usize {
+        self.log_text()
+            .lines()
+            .filter(|l| l.contains("reaper: deleted expired sandbox") && l.contains(id))
+            .count()
+    }
+}
+
+impl Endpoint {
+    async fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let (status, text) = request(&self.address, method, path, body)
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Creates a sandbox running `sleep`; its id.
+    async fn create(&self, timeout: u64, metadata: Value) -> String {
+        let body = json!({
+            "image": {"uri": IMAGE},
+            "entrypoint": ["sleep", "600"],
+            "resourceLimits": {"cpu": "50m", "memory": "32Mi"},
+            "timeout": timeout,
+            "metadata": metadata,
+        });
+        let (status, created) = self.call("POST", "/v1/sandboxes", Some(&body)).await;
+        assert_eq!(status, 202, "create: {created}");
+        created["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Renews `id` to expire at `at`, trying again while the server answers 409
+    /// `SANDBOX::CONFLICT` (what it says to do); how many times it did.
+    async fn renew(&self, id: &str, at: DateTime<Utc>) -> usize {
+        let path = format!("/v1/sandboxes/{id}/renew-expiration");
+        let body = json!({"expiresAt": at.to_rfc3339()});
+        let mut conflicts = 0;
+        loop {
+            match self.call("POST", &path, Some(&body)).await {
+                (200, renewed) => {
+                    assert_eq!(expiry(&renewed), Some(at), "renew answered {renewed}");
+                    return conflicts;
+                }
+                (409, e) if e["code"] == "SANDBOX::CONFLICT" => conflicts += 1,
+                (status, e) => panic!("renew {id}: {status} {e}"),
+            }
+        }
+    }
+
+    /// Polls (bounded) until `id` is a 404 here; the states it answered before.
+    async fn until_gone(&self, id: &str, within: Duration) -> Vec<String> {
+        let deadline = Instant::now() + within;
+        let mut seen: Vec<String> = Vec::new();
+        loop {
+            match self.call("GET", &format!("/v1/sandboxes/{id}"), None).await {
+                (404, _) => return seen,
+                (200, sandbox) => {
+                    let state = sandbox["status"]["state"].as_str().unwrap().to_owned();
+                    if seen.last() != Some(&state) {
+                        seen.push(state);
+                    }
+                }
+                (status, e) => panic!("get {id}: {status} {e}"),
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{id} still there after {within:?} (seen {seen:?})"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// `berth_reaper_actions_total` for `result`, from `/metrics`.
+    async fn reaper_actions(&self, result: &str) -> u64 {
+        let (status, text) = request(&self.address, "GET", "/metrics", None)
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{text}");
+        let series = format!("berth_reaper_actions_total{{result=\"{result}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .unwrap_or_else(|| panic!("no {series}in /metrics:\n{text}"))
+            .trim()
+            .parse()
+            .unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- {} ----\n{}", self.log.display(), self.log_text());
+        }
+    }
+}
+
+/// One HTTP/1.1 request with the API key; the status and the body. An error when the server
+/// cannot be reached.
+async fn request(
+    address: &str,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<(u16, String), String> {
+    let stream = tokio::net::TcpStream::connect(address)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(connection);
+    let mut builder = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", address)
+        .header("OPEN-SANDBOX-API-KEY", KEY);
+    let body = match body {
+        Some(body) => {
+            builder = builder.header("content-type", "application/json");
+            Full::new(Bytes::from(body.to_string()))
+        }
+        None => Full::new(Bytes::new()),
+    };
+    let response = sender
+        .send_request(builder.body(body).unwrap())
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+fn expiry(sandbox: &Value) -> Option<DateTime<Utc>> {
+    let text = sandbox["expiresAt"].as_str()?;
+    Some(DateTime::parse_from_rfc3339(text).ok()?.with_timezone(&Utc))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_sdk_drives_berth_on_kubernetes_end_to_end() {
+    let python = tokio::task::spawn_blocking(common::sdk_python)
+        .await
+        .unwrap();
+    let mut namespace = TestNamespace::new("sdk").await;
+    let run = format!("k8s-{}", std::process::id());
+    // The script's sessions claim (createIfNotExists; kept after its sandboxes).
+    let claim = format!("sdk-sessions-{run}");
+    namespace.volume_for(&claim).await;
+    let host_root = namespace.dir.join("host");
+    std::fs::create_dir(&host_root).unwrap();
+    let mut server = Server::start(
+        &namespace,
+        "server",
+        &[(
+            "BERTH_STORAGE__ALLOWED_HOST_PATHS",
+            format!("[\"{}\"]", host_root.display()),
+        )],
+    );
+    server.healthy().await;
+
+    let status = tokio::process::Command::new(&python)
+        .arg(common::sdk_script())
+        .env("BERTH_ADDRESS", &server.address)
+        .env("BERTH_API_KEY", KEY)
+        .env("BERTH_HOST_ROOT", &host_root)
+        .env("BERTH_RUN", &run)
+        .env("SDK_E2E_RUNTIME", "kubernetes")
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success(), "the SDK end-to-end script failed");
+
+    // The script waited for every sandbox to go: no Pod is left, and the claim it kept is the
+    // one the sessions shared, bound to this test's volume.
+    let pods = namespace.pods().list(&ListParams::default()).await.unwrap();
+    let left: Vec<_> = pods.items.iter().map(|p| p.metadata.name.clone()).collect();
+    assert!(left.is_empty(), "Pods left: {left:?}");
+    let kept = Api::<PersistentVolumeClaim>::namespaced(namespace.client.clone(), &namespace.name)
+        .get(&claim)
+        .await
+        .unwrap();
+    assert_eq!(
+        kept.spec.and_then(|s| s.volume_name),
+        Some(format!("{}-{claim}", namespace.name))
+    );
+    let note = std::fs::read_to_string(
+        namespace
+            .dir
+            .join("volumes")
+            .join(&claim)
+            .join("uid-1-session-1/note"),
+    )
+    .unwrap();
+    assert_eq!(note, "from session 1\n");
+
+    assert_eq!(
+        server.terminate().await,
+        Some(0),
+        "no clean exit on SIGTERM"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_servers_exactly_one_reaps_and_the_other_takes_over_when_it_stops() {
+    let namespace = TestNamespace::new("reap").await;
+    let mut servers = [
+        Server::start(&namespace, "a", &[]),
+        Server::start(&namespace, "b", &[]),
+    ];
+    for server in &mut servers {
+        server.healthy().await;
+    }
+    // Which one holds the reaper's Lease (both race for it at start).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let leader = loop {
+        let holder = namespace.lease_holder().await;
+        if let Some(i) = holder.as_ref().and_then(|h| {
+            servers
+                .iter()
+                .position(|s| h.ends_with(&s.identity_suffix()))
+        }) {
+            break i;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no server holds the Lease ({holder:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let other = 1 - leader;
+
+    // Sandboxes made and renewed to expire in 3 s through one server.
+    let expiring = |server: &Endpoint, count: usize, phase: &'static str| {
+        let server = server.clone();
+        async move {
+            let mut ids = Vec::new();
+            for _ in 0..count {
+                ids.push(server.create(60, json!({"phase": phase})).await);
+            }
+            let at = Utc::now().trunc_subsecs(0) + chrono::TimeDelta::seconds(3);
+            for id in &ids {
+                server.renew(id, at).await;
+            }
+            (ids, at)
+        }
+    };
+    // Made through the server that does not lead: the leader learns of them and of their
+    // expiry from its Pod watch only.
+    let (first, at) = expiring(&servers[other], 3, "one").await;
+    for id in &first {
+        for server in &servers {
+            let seen = server.until_gone(id, Duration::from_secs(120)).await;
+            assert!(
+                seen.iter().all(|s| s == "Running" || s == "Stopping"),
+                "{id}: {seen:?}"
+            );
+        }
+    }
+    eprintln!(
+        "the first batch (expired at {at}) was gone from both servers {:?} later",
+        (Utc::now() - at).to_std().unwrap_or_default()
+    );
+    let mut expected = [0, 0];
+    expected[leader] = first.len() as u64;
+    let counts = [
+        servers[0].reaper_actions("deleted").await,
+        servers[1].reaper_actions("deleted").await,
+    ];
+    assert_eq!(
+        counts,
+        expected,
+        "reaper deletes of A and B; the Lease holder is {}",
+        ["A", "B"][leader]
+    );
+    for id in &first {
+        assert_eq!(servers[leader].reaped_in_log(id), 1, "{id}");
+        assert_eq!(servers[other].reaped_in_log(id), 0, "{id}");
+    }
+    for server in &servers {
+        assert_eq!(server.reaper_actions("failed").await, 0);
+    }
+
+    // The leader stops and gives up the Lease (no waiting for it to run out); the other takes
+    // over: what expires now is reaped by it.
+    let stopped = Instant::now();
+    assert_eq!(servers[leader].terminate().await, Some(0));
+    let after_stop = namespace.lease_holder().await;
+    assert!(
+        after_stop
+            .as_ref()
+            .is_none_or(|h| !h.ends_with(&servers[leader].identity_suffix())),
+        "the stopped leader still holds the Lease: {after_stop:?}"
+    );
+    let (second, at) = expiring(&servers[other], 2, "two").await;
+    for id in &second {
+        servers[other]
+            .until_gone(id, Duration::from_secs(180))
+            .await;
+    }
+    eprintln!(
+        "takeover: the second batch (expired at {at}) was gone {:?} after the leader stopped",
+        stopped.elapsed()
+    );
+    assert_eq!(
+        servers[other].reaper_actions("deleted").await,
+        second.len() as u64
+    );
+    for id in &second {
+        assert_eq!(servers[other].reaped_in_log(id), 1, "{id}");
+    }
+    let holder = namespace.lease_holder().await.unwrap();
+    assert!(
+        holder.ends_with(&servers[other].identity_suffix()),
+        "the Lease is held by {holder} after the takeover"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_patches_and_renewals_through_two_servers_lose_nothing() {
+    const KEYS: usize = 40;
+    // Not in order: the expiry that must stick is the last renewal's, not the latest time.
+    const RENEWALS: [i64; 10] = [7, 3, 9, 1, 8, 2, 10, 4, 6, 5];
+    let namespace = TestNamespace::new("patch").await;
+    let mut servers = [
+        Server::start(&namespace, "a", &[]),
+        Server::start(&namespace, "b", &[]),
+    ];
+    for server in &mut servers {
+        server.healthy().await;
+    }
+    let id = servers[0].create(600, json!({"origin": "a"})).await;
+    // The operator's labels (kubernetes.labels) are on the Pod.
+    let pod = namespace
+        .pods()
+        .get(&format!("sandbox-{id}"))
+        .await
+        .unwrap();
+    assert_eq!(
+        pod.metadata
+            .labels
+            .unwrap_or_default()
+            .get("berth.test")
+            .map(String::as_str),
+        Some("1")
+    );
+    // B knows it once its Pod watch has shown it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while servers[1]
+        .call("GET", &format!("/v1/sandboxes/{id}"), None)
+        .await
+        .0
+        != 200
+    {
+        assert!(Instant::now() < deadline, "B never saw {id}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let addresses = [servers[0].address.clone(), servers[1].address.clone()];
+    let mut patches = tokio::task::JoinSet::new();
+    for i in 0..KEYS {
+        let (address, id) = (addresses[i % 2].clone(), id.clone());
+        patches.spawn(async move {
+            let server = Endpoint { address };
+            let body = json!({format!("key-{i}"): format!("value-{i}")});
+            let path = format!("/v1/sandboxes/{id}/metadata");
+            let mut conflicts = 0;
+            loop {
+                match server.call("PATCH", &path, Some(&body)).await {
+                    (200, patched) => {
+                        assert_eq!(
+                            patched["metadata"][format!("key-{i}")],
+                            body[format!("key-{i}")]
+                        );
+                        return conflicts;
+                    }
+                    (409, e) if e["code"] == "SANDBOX::CONFLICT" => conflicts += 1,
+                    (status, e) => panic!("patch key-{i}: {status} {e}"),
+                }
+            }
+        });
+    }
+    let base = Utc::now().trunc_subsecs(0) + chrono::TimeDelta::hours(1);
+    let renewals = tokio::spawn({
+        let (addresses, id) = (addresses.clone(), id.clone());
+        async move {
+            let mut conflicts = 0;
+            for (j, minutes) in RENEWALS.into_iter().enumerate() {
+                let server = Endpoint {
+                    address: addresses[j % 2].clone(),
+                };
+                conflicts += server
+                    .renew(&id, base + chrono::TimeDelta::minutes(minutes))
+                    .await;
+            }
+            conflicts
+        }
+    });
+    let mut conflicts = 0;
+    while let Some(done) = patches.join_next().await {
+        conflicts += done.unwrap();
+    }
+    let renewal_conflicts = renewals.await.unwrap();
+    eprintln!(
+        "{KEYS} patches and {} renewals: {conflicts} and {renewal_conflicts} answers 409 SANDBOX::CONFLICT, tried again",
+        RENEWALS.len()
+    );
+
+    let mut expected: BTreeMap<String, String> = (0..KEYS)
+        .map(|i| (format!("key-{i}"), format!("value-{i}")))
+        .collect();
+    expected.insert("origin".into(), "a".into());
+    let last = base + chrono::TimeDelta::minutes(RENEWALS[RENEWALS.len() - 1]);
+    for (server, name) in servers.iter().zip(["A", "B"]) {
+        // A server's reads come from its Pod watch: the other's last write may still be on its way.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (status, sandbox) = server
+                .call("GET", &format!("/v1/sandboxes/{id}"), None)
+                .await;
+            assert_eq!(status, 200, "{sandbox}");
+            let metadata: BTreeMap<String, String> =
+                serde_json::from_value(sandbox["metadata"].clone()).unwrap();
+            let settled = metadata == expected && expiry(&sandbox) == Some(last);
+            if settled {
+                break;
+            }
+            if Instant::now() >= deadline {
+                let missing: Vec<_> = expected
+                    .keys()
+                    .filter(|k| !metadata.contains_key(*k))
+                    .collect();
+                panic!(
+                    "{name}: missing keys {missing:?}, expiry {:?} (the last renewal's: {last}); {sandbox}",
+                    expiry(&sandbox)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}

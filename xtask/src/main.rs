@@ -3,7 +3,8 @@
 //! - `ci`: everything CI checks — formatting, clippy with warnings denied, the server built with
 //!   each runtime feature on its own and with none, the whole test suite.
 //! - `test`: the whole test suite (every crate, every feature).
-//! - `bench`: the benchmarks.
+//! - `bench`: the benchmarks that need only Docker; `bench k8s`: the Kubernetes runtime's, on
+//!   the test cluster (brought up if it is not, and left up).
 //! - `test-image`: builds the image the Docker tests run (`berth-test/busybox:latest`).
 //! - `openapi`: rewrites `api/openapi.yaml` from the Rust types.
 //! - `k8s-env`: a real single-node Kubernetes for the Kubernetes runtime's tests (`k8s_env`).
@@ -20,14 +21,14 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("test") => test(&args[1..]),
-        Some("bench") => test_image::ensure().and_then(|()| cargo(&["bench", "--workspace"])),
+        Some("bench") => bench(&args[1..]),
         Some("test-image") => test_image::ensure(),
         Some("openapi") => openapi(),
         Some("k8s-env") => k8s_env::main(&args[1..]),
         Some("test-k8s") => test_k8s(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | test [cargo test args] | bench | test-image | openapi | k8s-env | test-k8s>"
+                "usage: cargo xtask <ci | test [cargo test args] | bench [k8s] | test-image | openapi | k8s-env | test-k8s>"
             );
             return ExitCode::from(2);
         }
@@ -39,6 +40,39 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `bench`: `cargo bench --workspace` (the Docker benchmarks; the Kubernetes one is
+/// `bench = false`, as it needs the cluster). `bench k8s`: that one, on the test cluster, which is
+/// brought up if it is not and left up (`cargo xtask k8s-env down` stops it).
+fn bench(args: &[String]) -> Result<(), String> {
+    let on_cluster = match args {
+        [] => false,
+        [which] if which == "k8s" => true,
+        _ => {
+            return Err(format!(
+                "bench {}: usage: cargo xtask bench [k8s]",
+                args.join(" ")
+            ));
+        }
+    };
+    test_image::ensure()?;
+    if !on_cluster {
+        return cargo(&["bench", "--workspace"]);
+    }
+    k8s_env::main(&["up".to_owned()])?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    run(Command::new(cargo)
+        .args([
+            "bench",
+            "-p",
+            "berth-api",
+            "--features",
+            "kubernetes",
+            "--bench",
+            "k8s_load",
+        ])
+        .env("XTASK_K8S_KUBECONFIG", k8s_env::kubeconfig_path()))
 }
 
 /// Regenerates `api/openapi.yaml` (the drift test compares against it and never writes it).
@@ -81,7 +115,33 @@ fn ci() -> Result<(), String> {
         "warnings",
     ])?;
     runtime_features()?;
+    cluster_tests_lint()?;
     test(&[])
+}
+
+/// `--all-targets` leaves out `test = false` and `bench = false` targets: the cluster tests and
+/// benchmark are linted by name.
+fn cluster_tests_lint() -> Result<(), String> {
+    for (package, tests) in CLUSTER_TESTS {
+        let mut args = vec!["clippy", "-p", package, "--all-features"];
+        for test in *tests {
+            args.extend_from_slice(&["--test", test]);
+        }
+        args.extend_from_slice(&["--", "-D", "warnings"]);
+        cargo(&args)?;
+    }
+    // The same for the `bench = false` benchmark of the cluster.
+    cargo(&[
+        "clippy",
+        "-p",
+        "berth-api",
+        "--all-features",
+        "--bench",
+        "k8s_load",
+        "--",
+        "-D",
+        "warnings",
+    ])
 }
 
 /// Each runtime is a cargo feature of the server: it must build (warnings denied) with each

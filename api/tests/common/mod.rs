@@ -159,3 +159,34 @@ impl Drop for Server {
         }
     }
 }
+
+/// The official SDK the end-to-end scripts (`sdk/e2e.py`) run with.
+pub const SDK: &str = "opensandbox==1.1.1";
+
+/// A python with [`SDK`] from PyPI: a venv under the target directory, made and installed once
+/// (the same one `sdk_e2e` uses).
+pub fn sdk_python() -> PathBuf {
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("sdk-venv-opensandbox-1.1.1");
+    let python = venv.join("bin/python");
+    let marker = venv.join(".installed");
+    if !marker.exists() {
+        let status = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .expect("python3 is needed for the SDK test");
+        assert!(status.success(), "creating the venv failed");
+        let status = Command::new(&python)
+            .args(["-m", "pip", "install", "-q", SDK])
+            .status()
+            .unwrap();
+        assert!(status.success(), "installing {SDK} from PyPI failed");
+        std::fs::write(&marker, SDK).unwrap();
+    }
+    python
+}
+
+/// The SDK end-to-end script.
+pub fn sdk_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/e2e.py")
+}
