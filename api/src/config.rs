@@ -28,6 +28,30 @@ pub struct Config {
     pub storage: StorageSection,
     /// `[kubernetes]`.
     pub kubernetes: KubernetesSection,
+    /// `[proxy]`.
+    pub proxy: ProxySection,
+}
+
+/// `[proxy]`: the server proxy to sandboxes' ports (`/v1/sandboxes/{id}/proxy/{port}/...`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxySection {
+    /// Longest wait for a connection to a sandbox's port (then 504).
+    pub connect_timeout_seconds: u64,
+    /// How long a pooled connection to a sandbox may stay unused before it is closed.
+    pub idle_timeout_seconds: u64,
+    /// Most proxied requests and WebSockets open at once to one sandbox (then 429).
+    pub max_connections_per_sandbox: u64,
+}
+
+impl Default for ProxySection {
+    fn default() -> Self {
+        Self {
+            connect_timeout_seconds: 5,
+            idle_timeout_seconds: 90,
+            max_connections_per_sandbox: 256,
+        }
+    }
 }
 
 /// `[kubernetes]`.
@@ -101,6 +125,12 @@ pub struct ServerConfig {
     pub request_deadline_seconds: u64,
     /// Longest shutdown waits for open connections and calls in flight.
     pub shutdown_timeout_seconds: u64,
+    /// The server's address as clients reach it (`https://berth.example.com`, optionally with a
+    /// path prefix), for the proxy endpoints `endpoints` returns; unset: the request's `Host`.
+    pub public_url: Option<String>,
+    /// Keys that sign endpoint routes (`?expires=`): the first signs, any verifies (rotation).
+    /// Empty: one key generated on first use and kept in `<state_dir>/route-signing.key`.
+    pub route_signing_keys: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -115,6 +145,8 @@ impl Default for ServerConfig {
             log_level: "info".into(),
             request_deadline_seconds: 600,
             shutdown_timeout_seconds: 30,
+            public_url: None,
+            route_signing_keys: Vec::new(),
         }
     }
 }
@@ -136,6 +168,9 @@ pub struct RuntimeConfig {
     /// Which runtime runs sandboxes.
     #[serde(rename = "type")]
     pub kind: RuntimeKind,
+    /// Image whose `/execd` and `/bootstrap.sh` every sandbox gets (upstream's key): the
+    /// entrypoint is started through the launcher, which starts the agent first. Unset: none.
+    pub execd_image: Option<String>,
 }
 
 /// The runtimes a server can be configured with (the in-memory test runtime is not one).
@@ -374,6 +409,17 @@ impl Config {
             self.docker.image_pull_timeout_seconds,
             1..=86_400,
         )?;
+        self.check_proxy()?;
+        if self
+            .runtime
+            .execd_image
+            .as_ref()
+            .is_some_and(|i| i.trim().is_empty())
+        {
+            return Err(ConfigError(
+                "runtime.execd_image: empty; leave it unset to inject no agent".into(),
+            ));
+        }
         let kind = self.runtime.kind;
         if !compiled.contains(&kind) {
             let name = kind.name();
@@ -425,6 +471,64 @@ impl Config {
             )));
         }
         Ok(())
+    }
+
+    /// The rules of `[proxy]`, `server.public_url` and `server.route_signing_keys`.
+    fn check_proxy(&self) -> Result<(), ConfigError> {
+        in_range(
+            "proxy.connect_timeout_seconds",
+            self.proxy.connect_timeout_seconds,
+            1..=300,
+        )?;
+        in_range(
+            "proxy.idle_timeout_seconds",
+            self.proxy.idle_timeout_seconds,
+            1..=3600,
+        )?;
+        in_range(
+            "proxy.max_connections_per_sandbox",
+            self.proxy.max_connections_per_sandbox,
+            1..=100_000,
+        )?;
+        if let Some(url) = &self.server.public_url
+            && let Err(why) = crate::proxy::public_base(url)
+        {
+            return Err(ConfigError(format!("server.public_url = {url:?}: {why}")));
+        }
+        for (i, key) in self.server.route_signing_keys.iter().enumerate() {
+            if key.len() < crate::route_signing::MIN_KEY_LEN {
+                return Err(ConfigError(format!(
+                    "server.route_signing_keys[{i}]: must be at least {} characters (e.g. `openssl rand -hex 32`)",
+                    crate::route_signing::MIN_KEY_LEN
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The server proxy's settings, and how endpoint routes are signed.
+    pub fn proxy_options(&self) -> crate::proxy::ProxyOptions {
+        let keys = if self.server.route_signing_keys.is_empty() {
+            crate::route_signing::KeySource::File(
+                self.storage
+                    .state_dir
+                    .join(crate::route_signing::KEY_FILE_NAME),
+            )
+        } else {
+            crate::route_signing::KeySource::Configured(self.server.route_signing_keys.clone())
+        };
+        crate::proxy::ProxyOptions {
+            connect_timeout: Duration::from_secs(self.proxy.connect_timeout_seconds),
+            idle_timeout: Duration::from_secs(self.proxy.idle_timeout_seconds),
+            max_connections_per_sandbox: usize::try_from(self.proxy.max_connections_per_sandbox)
+                .unwrap_or(usize::MAX),
+            public_url: self
+                .server
+                .public_url
+                .as_deref()
+                .and_then(|u| crate::proxy::public_base(u).ok()),
+            route_keys: keys,
+        }
     }
 
     /// The `[kubernetes]` rules.
@@ -503,6 +607,7 @@ impl Config {
         config.delete_grace_period = Duration::from_secs(k.delete_grace_period_seconds);
         config.allowed_host_paths = self.policy().allowed_host_roots;
         config.subpath_init_image.clone_from(&k.subpath_init_image);
+        config.execd_image.clone_from(&self.runtime.execd_image);
         config.extra_labels.extend(k.labels.clone());
         if config.subpath_init_image.is_some()
             && let Some(path) = &k.pod_template_file
@@ -559,6 +664,7 @@ impl Config {
         docker.ossfs.mount_timeout = Duration::from_secs(self.storage.ossfs_mount_timeout_seconds);
         docker.engine_timeout = Duration::from_secs(self.docker.engine_timeout_seconds);
         docker.image_pull_timeout = Duration::from_secs(self.docker.image_pull_timeout_seconds);
+        docker.execd_image.clone_from(&self.runtime.execd_image);
         docker
     }
 
@@ -917,6 +1023,89 @@ mod tests {
             "{clash}"
         );
         assert!(alone.is_ok(), "without the init image the name is free");
+    }
+
+    #[test]
+    fn proxy_keys_have_defaults_and_ranges() {
+        let c = load(env(&[])).unwrap();
+        let o = c.proxy_options();
+        assert_eq!(
+            (
+                o.connect_timeout,
+                o.idle_timeout,
+                o.max_connections_per_sandbox
+            ),
+            (Duration::from_secs(5), Duration::from_secs(90), 256)
+        );
+        assert_eq!(o.public_url, None);
+        assert!(matches!(
+            o.route_keys,
+            crate::route_signing::KeySource::File(ref f) if *f == c.storage.state_dir.join("route-signing.key")
+        ));
+        let c = load(env(&[
+            ("BERTH_PROXY__CONNECT_TIMEOUT_SECONDS", "2"),
+            ("BERTH_PROXY__MAX_CONNECTIONS_PER_SANDBOX", "3"),
+            ("BERTH_SERVER__PUBLIC_URL", "https://berth.example.com/"),
+            (
+                "BERTH_SERVER__ROUTE_SIGNING_KEYS",
+                "[\"0123456789abcdef0123456789abcdef\"]",
+            ),
+        ]))
+        .unwrap();
+        let o = c.proxy_options();
+        assert_eq!(o.connect_timeout, Duration::from_secs(2));
+        assert_eq!(o.max_connections_per_sandbox, 3);
+        assert_eq!(o.public_url.as_deref(), Some("berth.example.com"));
+        assert!(matches!(
+            o.route_keys,
+            crate::route_signing::KeySource::Configured(ref k) if k.len() == 1
+        ));
+        for (variable, value, key) in [
+            (
+                "BERTH_PROXY__CONNECT_TIMEOUT_SECONDS",
+                "0",
+                "proxy.connect_timeout_seconds",
+            ),
+            (
+                "BERTH_PROXY__CONNECT_TIMEOUT_SECONDS",
+                "301",
+                "proxy.connect_timeout_seconds",
+            ),
+            (
+                "BERTH_PROXY__IDLE_TIMEOUT_SECONDS",
+                "0",
+                "proxy.idle_timeout_seconds",
+            ),
+            (
+                "BERTH_PROXY__MAX_CONNECTIONS_PER_SANDBOX",
+                "0",
+                "proxy.max_connections_per_sandbox",
+            ),
+            (
+                "BERTH_PROXY__MAX_CONNECTIONS_PER_SANDBOX",
+                "100001",
+                "proxy.max_connections_per_sandbox",
+            ),
+            (
+                "BERTH_SERVER__PUBLIC_URL",
+                "berth.example.com",
+                "server.public_url",
+            ),
+            (
+                "BERTH_SERVER__PUBLIC_URL",
+                "https://h/?q",
+                "server.public_url",
+            ),
+            (
+                "BERTH_SERVER__ROUTE_SIGNING_KEYS",
+                "[\"short\"]",
+                "server.route_signing_keys[0]",
+            ),
+            ("BERTH_PROXY__TIMEOUT", "1", "timeout"),
+        ] {
+            let message = load_err(&[(variable, value)]);
+            assert!(message.contains(key), "{variable}={value}: {message}");
+        }
     }
 
     #[test]

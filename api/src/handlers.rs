@@ -248,29 +248,36 @@ pub(crate) async fn patch_metadata(
     Ok(Json(wire::Sandbox::from(&record)))
 }
 
-/// Where a port of the sandbox is reachable (`host:port`, no scheme).
+/// Where a port of the sandbox is reachable: `host:port` (no scheme); with
+/// `use_server_proxy=true` the server proxy's route to it; with `expires` a signed proxy route
+/// that needs no API key until then.
 #[utoipa::path(get, path = "/v1/sandboxes/{sandboxId}/endpoints/{port}", tag = "Sandboxes",
-    params(("sandboxId" = String, Path), ("port" = u16, Path, minimum = 1, maximum = 65535)),
+    params(("sandboxId" = String, Path), ("port" = u16, Path, minimum = 1, maximum = 65535),
+        ("use_server_proxy" = Option<bool>, Query,
+            description = "Answer the server proxy's route, `<public base>/v1/sandboxes/{sandboxId}/proxy/{port}` (no scheme; the base is `server.public_url` or the request's Host). Requests there need the API key."),
+        ("expires" = Option<i64>, Query,
+            description = "Answer a signed proxy route, valid until this time (epoch seconds, in the future and at most 30 days ahead): `<public base>/v1/sandboxes/{sandboxId}/signed/{token}/proxy/{port}`, usable without the API key. Not with `use_server_proxy=true`.")),
     responses((status = 200, description = "The endpoint", body = wire::Endpoint),
-        (status = 400, description = "Invalid port", body = wire::ErrorResponse),
+        (status = 400, description = "Invalid port or parameters", body = wire::ErrorResponse),
         (status = 404, description = "No such sandbox or endpoint", body = wire::ErrorResponse)))]
 pub(crate) async fn get_endpoint(
     State(state): State<AppState>,
     SandboxPath(id): SandboxPath,
     Path((_, port)): Path<(String, String)>,
     QueryPairs(query): QueryPairs,
+    headers: HeaderMap,
 ) -> Result<Json<wire::Endpoint>, ApiError> {
     only_params(&query, &["use_server_proxy", "expires"])?;
-    if bool_param(&query, "use_server_proxy")? {
+    let use_server_proxy = bool_param(&query, "use_server_proxy")?;
+    let expires = query
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "expires")
+        .map(|(_, v)| v.as_str());
+    if use_server_proxy && expires.is_some() {
         return Err(ApiError::new(
-            ErrorCode::SandboxUnsupportedFeature,
-            "use_server_proxy: Berth has no server proxy",
-        ));
-    }
-    if query.iter().any(|(k, _)| k == "expires") {
-        return Err(ApiError::new(
-            ErrorCode::SandboxUnsupportedFeature,
-            "expires: signed endpoint routes are not implemented by Berth",
+            ErrorCode::SandboxInvalidParameter,
+            "expires cannot be combined with use_server_proxy=true: a signed route already goes through the server proxy",
         ));
     }
     let port = port.parse::<i64>().map_err(|_| {
@@ -280,7 +287,38 @@ pub(crate) async fn get_endpoint(
         )
     })?;
     let port = check_port(port)?;
-    Ok(Json(state.runtime.endpoint(&id, port).await?))
+    let expires = expires
+        .map(|raw| crate::route_signing::check_expires(raw, state.clock.now()))
+        .transpose()?;
+    let direct = state.runtime.endpoint(&id, port).await?;
+    if !use_server_proxy && expires.is_none() {
+        return Ok(Json(direct));
+    }
+    let base = match state.proxy.public_url() {
+        Some(base) => base.to_owned(),
+        None => headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic()))
+            .map(|h| h.trim_end_matches('/').to_owned())
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::SandboxInvalidParameter,
+                    "the request has no usable Host header to build the proxy endpoint from; set server.public_url",
+                )
+            })?,
+    };
+    let endpoint = match expires {
+        Some(expires) => {
+            let token = state.proxy.signer().sign(id.as_str(), port, expires)?;
+            format!("{base}/v1/sandboxes/{id}/signed/{token}/proxy/{port}")
+        }
+        None => format!("{base}/v1/sandboxes/{id}/proxy/{port}"),
+    };
+    Ok(Json(wire::Endpoint {
+        endpoint,
+        headers: None,
+    }))
 }
 
 /// The snapshot routes of the spec: not implemented.

@@ -14,7 +14,9 @@ pub mod list_query;
 mod locks;
 pub mod metrics;
 pub mod openapi;
+pub mod proxy;
 pub mod reaper;
+pub mod route_signing;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,7 +26,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderName, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use berth_core::ErrorCode;
 use berth_core::runtime::Runtime;
 use berth_core::validate::StoragePolicy;
@@ -41,7 +43,7 @@ use crate::reaper::{Clock, SystemClock};
 
 /// The header clients authenticate with.
 pub const API_KEY_HEADER: &str = "open-sandbox-api-key";
-/// Largest accepted body.
+/// Largest accepted body of the API's own routes (the proxy streams bodies of any size).
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 /// `server.request_deadline_seconds` by default.
 pub const DEFAULT_REQUEST_DEADLINE: Duration = Duration::from_secs(600);
@@ -70,6 +72,8 @@ pub struct AppState {
     pub request_deadline: Duration,
     /// Mutating calls run detached from their connection; shutdown waits for these.
     pub in_flight: TaskTracker,
+    /// The server proxy to sandboxes' ports, and the signer of endpoint routes.
+    pub proxy: Arc<proxy::Proxy>,
 }
 
 impl AppState {
@@ -86,7 +90,15 @@ impl AppState {
             clock: Arc::new(SystemClock),
             request_deadline: DEFAULT_REQUEST_DEADLINE,
             in_flight: TaskTracker::new(),
+            proxy: Arc::new(proxy::Proxy::new(proxy::ProxyOptions::default())),
         }
+    }
+
+    /// Sets the server proxy's options (`[proxy]`, `server.public_url`,
+    /// `server.route_signing_keys`).
+    pub fn with_proxy(mut self, options: proxy::ProxyOptions) -> Self {
+        self.proxy = Arc::new(proxy::Proxy::new(options));
+        self
     }
 
     /// Sets `server.request_deadline_seconds`.
@@ -115,7 +127,7 @@ impl AppState {
 
 /// The lifecycle routes, mounted at `/v1` and at `/`.
 fn lifecycle_routes() -> Router<AppState> {
-    Router::new()
+    let routes = Router::new()
         .route(
             "/sandboxes",
             get(handlers::list_sandboxes).post(handlers::create_sandbox),
@@ -153,7 +165,13 @@ fn lifecycle_routes() -> Router<AppState> {
             "/snapshots/{snapshot_id}",
             get(handlers::snapshots_not_implemented).delete(handlers::snapshots_not_implemented),
         )
-        .route("/health", get(handlers::health))
+        .route("/health", get(handlers::health));
+    let routes = proxy::ROUTES
+        .iter()
+        .fold(routes, |r, path| r.route(path, any(proxy::forward)));
+    proxy::SIGNED_ROUTES
+        .iter()
+        .fold(routes, |r, path| r.route(path, any(proxy::forward_signed)))
 }
 
 /// The whole app.
@@ -200,11 +218,16 @@ fn is_open(path: &str, metrics_public: bool) -> bool {
 }
 
 /// Checks the API key before anything else (also for unknown ids and routes), in constant time.
+/// A signed proxy route is admitted by its token instead, which its handler checks first.
 async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let Some(key) = &state.api_key else {
         return next.run(request).await;
     };
-    if is_open(request.uri().path(), state.metrics_public) {
+    let signed = request
+        .extensions()
+        .get::<MatchedPath>()
+        .is_some_and(|p| proxy::is_signed_route(p.as_str()));
+    if signed || is_open(request.uri().path(), state.metrics_public) {
         return next.run(request).await;
     }
     match request.headers().get(API_KEY_HEADER) {
@@ -242,7 +265,14 @@ async fn record_metrics(State(state): State<AppState>, request: Request, next: N
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_owned();
-        (request.uri().path().to_owned(), id)
+        let path = request.uri().path();
+        let signed = route.as_deref().is_some_and(proxy::is_signed_route);
+        let path = if signed {
+            proxy::path_for_log(path)
+        } else {
+            path.to_owned()
+        };
+        (path, id)
     });
     let started = Instant::now();
     let response = next.run(request).await;
@@ -252,7 +282,7 @@ async fn record_metrics(State(state): State<AppState>, request: Request, next: N
     state.metrics.record_request(
         metrics::method_label(&method),
         route,
-        status.as_u16(),
+        metrics::status_label(status),
         elapsed,
     );
     if let Some((path, request_id)) = access {

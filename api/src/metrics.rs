@@ -5,7 +5,9 @@
 //!
 //! Every label value comes from a closed set, so no client can grow the server's memory or the
 //! scrape by inventing methods or paths: methods outside the standard ones are `OTHER`, routes are
-//! the router's own patterns (or `unmatched`), and statuses are those the server answers with.
+//! the router's own patterns (or `unmatched`; a proxied request counts under its proxy route,
+//! never its path), and statuses are the registered ones (a status a sandbox invents through the
+//! proxy counts as its class, `x00`).
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -41,6 +43,15 @@ pub fn method_label(method: &axum::http::Method) -> &'static str {
         Method::HEAD => "HEAD",
         Method::OPTIONS => "OPTIONS",
         _ => "OTHER",
+    }
+}
+
+/// The status label: a registered status as it is, any other as its class (`599` → `500`).
+pub fn status_label(status: axum::http::StatusCode) -> u16 {
+    if status.canonical_reason().is_some() {
+        status.as_u16()
+    } else {
+        status.as_u16() / 100 * 100
     }
 }
 
@@ -209,5 +220,22 @@ impl Metrics {
             tracing::error!(error = %e, "encoding metrics");
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unregistered_statuses_count_as_their_class() {
+        use axum::http::StatusCode;
+        for (status, label) in [(200, 200), (429, 429), (599, 500), (299, 200), (999, 900)] {
+            assert_eq!(
+                status_label(StatusCode::from_u16(status).unwrap()),
+                label,
+                "{status}"
+            );
+        }
     }
 }

@@ -583,22 +583,23 @@ async fn pause_resume_renew_patch_endpoint() {
             "SANDBOX::INVALID_PORT",
         );
     }
-    assert_error(
-        &call(
-            &app,
-            Method::GET,
-            &at("/endpoints/80?use_server_proxy=true"),
-            None,
-            &[],
-        )
-        .await,
-        400,
-        "SANDBOX::UNSUPPORTED_FEATURE",
+    // The server proxy's routes (api/tests/proxy.rs has the rest).
+    let proxied = call(
+        &app,
+        Method::GET,
+        &at("/endpoints/80?use_server_proxy=true"),
+        None,
+        &[("host", "berth.test:8080")],
+    )
+    .await;
+    assert_eq!(
+        proxied.body,
+        json!({"endpoint": format!("berth.test:8080/v1/sandboxes/{id}/proxy/80")})
     );
     assert_error(
         &call(&app, Method::GET, &at("/endpoints/80?expires=1"), None, &[]).await,
         400,
-        "SANDBOX::UNSUPPORTED_FEATURE",
+        "SANDBOX::INVALID_EXPIRATION",
     );
     assert_error(
         &call(

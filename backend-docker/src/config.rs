@@ -40,6 +40,9 @@ pub struct DockerConfig {
     /// How often the container index is rebuilt from a full list, behind the events stream
     /// (not a server setting; tests lengthen it to show what the stream alone does).
     pub index_resync: Duration,
+    /// The image whose `/execd` and `/bootstrap.sh` every sandbox gets (`runtime.execd_image`;
+    /// see `crate::execd`). `None`: sandboxes run their entrypoint alone.
+    pub execd_image: Option<String>,
 }
 
 /// ossfs settings (`storage.ossfs_*`). The backend is offered when the server can stage mounts
@@ -94,6 +97,7 @@ impl DockerConfig {
             engine_timeout: Duration::from_secs(60),
             image_pull_timeout: Duration::from_secs(300),
             index_resync: Duration::from_secs(60),
+            execd_image: None,
         }
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod engine;
+pub mod execd;
 pub mod index;
 pub mod ossfs;
 pub mod render;

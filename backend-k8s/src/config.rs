@@ -45,6 +45,11 @@ pub struct KubernetesConfig {
     /// `mkdir`, `chmod`, `chown` and `stat` on its `PATH` (busybox does). Unset: the kubelet
     /// alone resolves subPaths (see docs/kubernetes.md, "subPath").
     pub subpath_init_image: Option<String>,
+    /// The image whose `/execd` and `/bootstrap.sh` every sandbox gets (`runtime.execd_image`):
+    /// an init container of it copies both into an `emptyDir` at `/opt/opensandbox` with `cp`,
+    /// which it must have on its `PATH` (see docs/kubernetes.md, "The execd agent"). Unset:
+    /// sandboxes run their entrypoint alone.
+    pub execd_image: Option<String>,
 }
 
 impl KubernetesConfig {
@@ -67,6 +72,7 @@ impl KubernetesConfig {
             extra_labels: BTreeMap::new(),
             lease_identity: default_identity(),
             subpath_init_image: None,
+            execd_image: None,
         }
     }
 }

@@ -8,7 +8,9 @@
 //! token, without privilege or privilege escalation, and without the capabilities Docker drops
 //! too; the template may loosen that deliberately, a request never can. With
 //! `kubernetes.subpath_init_image`, an init container of Berth's prepares subPaths first, by the
-//! rule Docker keeps (docs/kubernetes.md, "subPath").
+//! rule Docker keeps (docs/kubernetes.md, "subPath"). With `runtime.execd_image`, another copies
+//! the agent into an `emptyDir` and the sandbox starts through its launcher (docs/kubernetes.md,
+//! "The execd agent").
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -21,8 +23,8 @@ use berth_core::validate::{Violation, Violations};
 use chrono::{DateTime, Utc};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{
-    CSIVolumeSource, Capabilities, Container, EnvVar, HostPathVolumeSource, LocalObjectReference,
-    NFSVolumeSource, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    CSIVolumeSource, Capabilities, Container, EmptyDirVolumeSource, EnvVar, HostPathVolumeSource,
+    LocalObjectReference, NFSVolumeSource, PersistentVolumeClaim, PersistentVolumeClaimSpec,
     PersistentVolumeClaimVolumeSource, Pod, PodSpec, ResourceRequirements, Secret, SecurityContext,
     Volume as PodVolume, VolumeMount, VolumeResourceRequirements,
 };
@@ -50,6 +52,17 @@ pub const SANDBOX_CONTAINER: &str = "sandbox";
 pub const DEFAULT_CLAIM_SIZE: &str = "1Gi";
 /// The init container that prepares subPaths (with `kubernetes.subpath_init_image`).
 pub const SUBPATH_INIT_CONTAINER: &str = "berth-subpaths";
+/// The init container that copies the agent in (with `runtime.execd_image`).
+pub const EXECD_INIT_CONTAINER: &str = "berth-execd";
+/// The `emptyDir` the agent is copied into and the sandbox runs it from.
+pub const EXECD_VOLUME: &str = "berth-execd";
+/// Where that volume is mounted, in both containers (a reserved mount path: ARCHITECTURE.md,
+/// "Volume rules").
+pub const EXECD_DIR: &str = "/opt/opensandbox";
+/// The launcher every sandbox starts through when the agent is injected.
+pub const EXECD_BOOTSTRAP: &str = "/opt/opensandbox/bootstrap.sh";
+/// The agent, as the launcher finds it (`EXECD`).
+pub const EXECD_PATH: &str = "/opt/opensandbox/execd";
 /// Where the init container mounts each pod volume it prepares, whole: `<dir>/<pod volume>`.
 pub const SUBPATH_VOLUMES_DIR: &str = "/berth/volumes";
 /// Exit status of [`SUBPATH_SCRIPT`]: a segment is a symbolic link.
@@ -449,6 +462,18 @@ pub fn render(
             .extend(pod_volumes);
     }
 
+    if let Some(image) = &config.execd_image {
+        inject_execd(
+            config,
+            image,
+            spec,
+            &mut container,
+            &mut pod_spec,
+            (&template_volumes, &template_mounts),
+            &mut violations,
+        );
+    }
+
     if let Some(image) = &config.subpath_init_image
         && let Some(first) = to_prepare.iter().map(|p| p.index).min()
     {
@@ -667,6 +692,136 @@ fn subpath_init_container(
         termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
         ..Container::default()
     }
+}
+
+/// The agent (`runtime.execd_image`), as upstream injects it: an init container of the image
+/// copies `/execd` and `/bootstrap.sh` into an `emptyDir` mounted at [`EXECD_DIR`], and the
+/// sandbox container runs `[EXECD_BOOTSTRAP, ...entrypoint]` with `EXECD` set (over any value of
+/// the template's or the request's: the launcher must find the injected agent). A name or path
+/// that clashes with the template's or the request's is refused, never merged.
+fn inject_execd(
+    config: &KubernetesConfig,
+    image: &str,
+    spec: &berth_core::model::SandboxSpec,
+    container: &mut Container,
+    pod_spec: &mut PodSpec,
+    (template_volumes, template_mounts): (&BTreeSet<String>, &BTreeMap<String, String>),
+    violations: &mut Vec<Violation>,
+) {
+    let before = violations.len();
+    let template = "the operator's pod template (kubernetes.pod_template_file)";
+    if let Some(i) = spec
+        .volumes
+        .iter()
+        .position(|v| v.name.as_str() == EXECD_VOLUME)
+    {
+        violations.push(rejected(
+            format!("volumes[{i}].name"),
+            ErrorCode::VolumeDuplicateName,
+            format!(
+                "\"{EXECD_VOLUME}\" is the name of the volume that holds the execd agent (runtime.execd_image); choose another name"
+            ),
+        ));
+    }
+    let clashes = [
+        template_volumes
+            .contains(EXECD_VOLUME)
+            .then(|| format!("{template} has a volume named \"{EXECD_VOLUME}\"")),
+        template_mounts
+            .get(EXECD_DIR)
+            .map(|name| format!("{template} mounts its volume \"{name}\" at {EXECD_DIR}")),
+        pod_spec
+            .init_containers
+            .iter()
+            .flatten()
+            .any(|c| c.name == EXECD_INIT_CONTAINER)
+            .then(|| format!("{template} has an init container named \"{EXECD_INIT_CONTAINER}\"")),
+    ];
+    for clash in clashes.into_iter().flatten() {
+        violations.push(rejected(
+            "runtime.execd_image".to_owned(),
+            ErrorCode::SandboxUnsupportedFeature,
+            format!(
+                "this server cannot inject the execd agent: {clash}, which Berth uses for it; the operator must rename the template's"
+            ),
+        ));
+    }
+    if violations.len() > before {
+        return;
+    }
+    let mut command = vec![EXECD_BOOTSTRAP.to_owned()];
+    command.extend(container.command.take().unwrap_or_default());
+    container.command = Some(command);
+    let env = container.env.get_or_insert_with(Vec::new);
+    env.retain(|e| e.name != "EXECD");
+    env.push(EnvVar {
+        name: "EXECD".to_owned(),
+        value: Some(EXECD_PATH.to_owned()),
+        value_from: None,
+    });
+    let mount = VolumeMount {
+        name: EXECD_VOLUME.to_owned(),
+        mount_path: EXECD_DIR.to_owned(),
+        ..VolumeMount::default()
+    };
+    container
+        .volume_mounts
+        .get_or_insert_with(Vec::new)
+        .push(mount.clone());
+    pod_spec
+        .volumes
+        .get_or_insert_with(Vec::new)
+        .push(PodVolume {
+            name: EXECD_VOLUME.to_owned(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..PodVolume::default()
+        });
+    let resources = BTreeMap::from([
+        ("cpu".to_owned(), Quantity("100m".to_owned())),
+        ("memory".to_owned(), Quantity("64Mi".to_owned())),
+    ]);
+    let init = Container {
+        name: EXECD_INIT_CONTAINER.to_owned(),
+        image: Some(image.to_owned()),
+        // Without a policy of the operator's, a `:latest` image is not pulled for every sandbox.
+        image_pull_policy: Some(
+            config
+                .image_pull_policy
+                .clone()
+                .unwrap_or_else(|| "IfNotPresent".to_owned()),
+        ),
+        // Only `cp`: no shell needed in the image. The modes are kept, so both stay executable.
+        command: Some(
+            ["cp", "/execd", "/bootstrap.sh", EXECD_DIR]
+                .map(str::to_owned)
+                .to_vec(),
+        ),
+        volume_mounts: Some(vec![mount]),
+        // Requests equal limits, so a Guaranteed sandbox stays Guaranteed.
+        resources: Some(ResourceRequirements {
+            limits: Some(resources.clone()),
+            requests: Some(resources),
+            ..ResourceRequirements::default()
+        }),
+        // The image's user, whatever it is, can read its own files and write the emptyDir
+        // (mode 0777); nothing more is needed.
+        security_context: Some(SecurityContext {
+            privileged: Some(false),
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_owned()]),
+                add: None,
+            }),
+            ..SecurityContext::default()
+        }),
+        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
+        ..Container::default()
+    };
+    pod_spec
+        .init_containers
+        .get_or_insert_with(Vec::new)
+        .insert(0, init);
 }
 
 /// Metadata of an object made for sandbox `id` (a Secret or a claim).

@@ -11,9 +11,9 @@ use berth_core::validate::StoragePolicy;
 use berth_k8s::config::KubernetesConfig;
 use berth_k8s::pod_state::PodState;
 use berth_k8s::render::{
-    PodPlan, SUBPATH_EXIT_FAILED, SUBPATH_EXIT_MISSING, SUBPATH_EXIT_NOT_DIRECTORY,
-    SUBPATH_EXIT_SYMLINK, SUBPATH_EXIT_UNSUPPORTED_TYPE, SUBPATH_INIT_CONTAINER, SUBPATH_SCRIPT,
-    render,
+    EXECD_BOOTSTRAP, EXECD_DIR, EXECD_INIT_CONTAINER, EXECD_PATH, EXECD_VOLUME, PodPlan,
+    SUBPATH_EXIT_FAILED, SUBPATH_EXIT_MISSING, SUBPATH_EXIT_NOT_DIRECTORY, SUBPATH_EXIT_SYMLINK,
+    SUBPATH_EXIT_UNSUPPORTED_TYPE, SUBPATH_INIT_CONTAINER, SUBPATH_SCRIPT, render,
 };
 use chrono::DateTime;
 use serde_json::{Value, json};
@@ -505,4 +505,131 @@ fn the_init_script_follows_dockers_rules() {
     );
     assert!(volume.join("-/x").is_dir());
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn with_execd(mut config: KubernetesConfig) -> KubernetesConfig {
+    config.execd_image = Some("registry.example:5000/opensandbox/execd:v1".into());
+    config
+}
+
+/// With `runtime.execd_image`: an init container of that image copies the agent and its launcher
+/// into an emptyDir with `cp` alone, after Berth's subPath container and before the template's;
+/// the sandbox runs its entrypoint through the launcher, with `EXECD` set over the template's and
+/// the request's; the state keeps the entrypoint the client asked for.
+#[test]
+fn the_execd_agent_is_copied_in_by_an_init_container() {
+    let config = with_execd(with_init_image(template(json!({"spec": {
+        "initContainers": [{"name": "warm-cache", "image": "tools:1"}],
+        "containers": [{"name": "main", "env": [{"name": "EXECD", "value": "/template/execd"}]}],
+    }}))));
+    let request = create(json!({
+        "env": {"EXECD": "/request/execd", "SESSION": "7"},
+        "volumes": [{"name": "work", "pvc": {"claimName": "sessions"}, "mountPath": "/workspace",
+                     "subPath": "uid-1"}],
+    }));
+    let rendered = render(&config, &request, &plan(&[], false)).unwrap();
+    insta::assert_json_snapshot!("execd_agent", rendered.redacted_json());
+    let spec = rendered.pod.spec.as_ref().unwrap();
+    let init = spec.init_containers.as_ref().unwrap();
+    let names: Vec<&str> = init.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [SUBPATH_INIT_CONTAINER, EXECD_INIT_CONTAINER, "warm-cache"]
+    );
+    let copier = &init[1];
+    assert_eq!(
+        copier.image.as_deref(),
+        Some("registry.example:5000/opensandbox/execd:v1")
+    );
+    assert_eq!(
+        copier.command.as_deref().unwrap(),
+        ["cp", "/execd", "/bootstrap.sh", EXECD_DIR]
+    );
+    let copier_mounts: Vec<(&str, &str, Option<bool>)> = copier
+        .volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|m| (m.name.as_str(), m.mount_path.as_str(), m.read_only))
+        .collect();
+    assert_eq!(copier_mounts, [(EXECD_VOLUME, EXECD_DIR, None)]);
+    let volume = spec
+        .volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|v| v.name == EXECD_VOLUME)
+        .unwrap();
+    assert!(volume.empty_dir.is_some(), "{volume:?}");
+    let sandbox = &spec.containers[0];
+    assert_eq!(
+        sandbox.command.as_deref().unwrap(),
+        [EXECD_BOOTSTRAP, "sleep", "600"]
+    );
+    assert_eq!(sandbox.args, None);
+    let env: Vec<(&str, Option<&str>)> = sandbox
+        .env
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|e| (e.name.as_str(), e.value.as_deref()))
+        .collect();
+    assert_eq!(env, [("SESSION", Some("7")), ("EXECD", Some(EXECD_PATH))]);
+    let sandbox_mounts: Vec<(&str, &str)> = sandbox
+        .volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|m| (m.name.as_str(), m.mount_path.as_str()))
+        .collect();
+    assert_eq!(
+        sandbox_mounts,
+        [("work", "/workspace"), (EXECD_VOLUME, EXECD_DIR)]
+    );
+    assert_eq!(rendered.state.entrypoint, ["sleep", "600"]);
+    // Without the setting, none of it.
+    let plain = render(&config_without_execd(), &request, &plan(&[], false)).unwrap();
+    let plain = plain.pod.spec.unwrap();
+    assert_eq!(
+        plain.containers[0].command.as_deref().unwrap(),
+        ["sleep", "600"]
+    );
+    assert!(plain.init_containers.is_none());
+    assert!(
+        plain
+            .volumes
+            .iter()
+            .flatten()
+            .all(|v| v.name != EXECD_VOLUME)
+    );
+}
+
+fn config_without_execd() -> KubernetesConfig {
+    let config = config();
+    assert!(config.execd_image.is_none());
+    config
+}
+
+#[test]
+fn names_and_paths_the_agent_needs_are_not_shared() {
+    let config = with_execd(template(json!({"spec": {
+        "volumes": [{"name": "berth-execd", "emptyDir": {}}, {"name": "tools", "emptyDir": {}}],
+        "initContainers": [{"name": "berth-execd", "image": "tools:1"}],
+        "containers": [{"name": "main", "volumeMounts": [{"name": "tools", "mountPath": "/opt/opensandbox"}]}],
+    }})));
+    let request = create(json!({"volumes": [
+        {"name": "berth-execd", "pvc": {"claimName": "sessions"}, "mountPath": "/workspace"},
+    ]}));
+    let body = render(&config, &request, &plan(&[], false))
+        .unwrap_err()
+        .to_error_response();
+    assert_eq!(body.code, "VOLUME::DUPLICATE_NAME");
+    for needle in [
+        "volumes[0].name: \"berth-execd\" is the name of the volume that holds the execd agent",
+        "runtime.execd_image: this server cannot inject the execd agent: the operator's pod template (kubernetes.pod_template_file) has a volume named \"berth-execd\"",
+        "mounts its volume \"tools\" at /opt/opensandbox",
+        "has an init container named \"berth-execd\"",
+    ] {
+        assert!(body.message.contains(needle), "{needle}: {}", body.message);
+    }
 }

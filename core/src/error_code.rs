@@ -88,7 +88,8 @@ error_codes! {
     /// `kubernetes.start_timeout_seconds`: no node fits it, a volume will not mount, ...); the
     /// message names the cause the cluster reported, and nothing of the create is left behind.
     SandboxStartTimeout = ("SANDBOX::START_TIMEOUT", 504),
-    /// A renewal's `expiresAt` is not in the future.
+    /// A renewal's `expiresAt` is not in the future, or an endpoint's `expires` is not in the
+    /// future or is more than 30 days ahead.
     SandboxInvalidExpiration = ("SANDBOX::INVALID_EXPIRATION", 400),
     /// A metadata key or value breaks the Kubernetes label rules, or uses the reserved `opensandbox.io/` prefix.
     SandboxInvalidMetadataLabel = ("SANDBOX::INVALID_METADATA_LABEL", 400),
@@ -96,12 +97,38 @@ error_codes! {
     SandboxInvalidPort = ("SANDBOX::INVALID_PORT", 400),
     /// The sandbox exposes no endpoint for this port.
     SandboxEndpointNotAvailable = ("SANDBOX::ENDPOINT_NOT_AVAILABLE", 404),
+    /// The server proxy found nothing answering at the sandbox's port: the connection was refused
+    /// or reset, or what answered is not HTTP/1.1.
+    SandboxEndpointUnreachable = ("SANDBOX::ENDPOINT_UNREACHABLE", 502),
+    /// The server proxy could not connect to the sandbox's port within
+    /// `proxy.connect_timeout_seconds`.
+    SandboxEndpointTimeout = ("SANDBOX::ENDPOINT_TIMEOUT", 504),
+    /// The sandbox already has `proxy.max_connections_per_sandbox` proxied requests and
+    /// WebSockets open; retry when one ends.
+    SandboxProxyLimitReached = ("SANDBOX::PROXY_LIMIT_REACHED", 429),
+    /// A signed endpoint route's token was valid but its expiry has passed; ask for a new one.
+    SandboxRouteTokenExpired = ("SANDBOX::ROUTE_TOKEN_EXPIRED", 401),
+    /// A signed endpoint route's token is malformed, was not signed by any of this server's
+    /// route signing keys, or was signed for another sandbox or port.
+    SandboxRouteTokenInvalid = ("SANDBOX::ROUTE_TOKEN_INVALID", 403),
     /// On Kubernetes, the pod has no IP yet; the SDK retries on this code.
     KubernetesPodIpNotAvailable = ("KUBERNETES::POD_IP_NOT_AVAILABLE", 404),
     /// The snapshot routes are not implemented.
     SnapshotNotImplemented = ("SNAPSHOT::NOT_IMPLEMENTED", 501),
     /// The container engine or cluster cannot be reached.
     RuntimeUnavailable = ("RUNTIME::UNAVAILABLE", 503),
+
+    // ---- the agent injected into every sandbox (`runtime.execd_image`) ----
+    /// The image `runtime.execd_image` names is neither present on the engine nor pullable; no
+    /// sandbox can be made until the operator loads it or fixes the setting. Nothing of the
+    /// create is left behind.
+    ExecdImageNotFound = ("EXECD::IMAGE_NOT_FOUND", 503),
+    /// The image `runtime.execd_image` names has no regular file `/execd` or `/bootstrap.sh`
+    /// (the message says which). Nothing of the create is left behind.
+    ExecdFilesMissing = ("EXECD::FILES_MISSING", 500),
+    /// Copying the agent into the sandbox's container failed (the message has the engine's
+    /// reason); the create was rolled back.
+    ExecdUploadFailed = ("EXECD::UPLOAD_FAILED", 500),
 
     // ---- volumes ----
     /// A volume `name` is not a DNS label of at most 63 characters.

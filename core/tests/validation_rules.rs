@@ -1548,6 +1548,12 @@ fn every_code_core_can_produce_has_a_test() {
         // A claim stuck Terminating (backend-k8s/tests/k8s_objects.rs).
         VolumePvcBeingDeleted,
         SnapshotNotImplemented,
+        // The server proxy and its signed routes (api/tests/proxy.rs).
+        SandboxEndpointUnreachable,
+        SandboxEndpointTimeout,
+        SandboxProxyLimitReached,
+        SandboxRouteTokenExpired,
+        SandboxRouteTokenInvalid,
         VolumeSubPathSymlink,
         VolumeUnsupportedFileType,
         VolumePvcSubPathUnsupportedDriver,
@@ -1556,6 +1562,10 @@ fn every_code_core_can_produce_has_a_test() {
         VolumeNfsMountFailed,
         SandboxUnsatisfiableResourceLimits,
         SandboxPortAlreadyAllocated,
+        // The injected agent's failures (backend-docker/tests/docker_execd.rs).
+        ExecdImageNotFound,
+        ExecdFilesMissing,
+        ExecdUploadFailed,
     ];
     let mut classified: Vec<ErrorCode> = produced_by_tables
         .iter()

@@ -91,7 +91,8 @@ async fn serve(config: Config) -> ExitCode {
     );
     let state = AppState::new(runtime, config.policy())
         .with_api_key(config.server.api_key.clone(), config.server.metrics_public)
-        .with_request_deadline(config.request_deadline());
+        .with_request_deadline(config.request_deadline())
+        .with_proxy(config.proxy_options());
     let reaper = tokio::spawn(reaper::run(state.clone(), state.clock.clone()));
     let address = std::net::SocketAddr::new(config.server.host, config.server.port);
     let listener = match tokio::net::TcpListener::bind(address).await {
@@ -115,8 +116,10 @@ async fn serve(config: Config) -> ExitCode {
             stopping.cancel();
         }
     });
-    let server = axum::serve(listener, router(state.clone()))
-        .with_graceful_shutdown(stopping.clone().cancelled_owned());
+    // The peer address feeds the proxy's X-Forwarded-For.
+    let app = router(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let server =
+        axum::serve(listener, app).with_graceful_shutdown(stopping.clone().cancelled_owned());
     // A connection that never finishes must not hold the shutdown past the bound.
     let served = tokio::select! {
         served = server => served,

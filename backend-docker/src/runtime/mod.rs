@@ -7,6 +7,7 @@
 //! everything they made on any failure ("Record before objects", "Nothing half-made").
 
 mod create;
+mod execd;
 mod named_volumes;
 mod ossfs_mounts;
 mod startup;
@@ -58,6 +59,8 @@ pub struct DockerRuntime {
     /// Serialises decisions about named volumes (create, reference count, removal).
     volume_lock: tokio::sync::Mutex<()>,
     nonces: AtomicU64,
+    /// The injected agent's archive per platform, read once (`runtime.execd_image`).
+    execd: execd::ExecdArchives,
 }
 
 fn store_error(e: StoreError) -> RuntimeError {

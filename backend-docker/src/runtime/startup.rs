@@ -176,6 +176,13 @@ fn capabilities(
             ossfs.unwrap_or_else(|| "not offered (no helper found, or no staging)".to_owned()),
         ),
         ("network", config.network_mode.clone()),
+        (
+            "execd",
+            config.execd_image.as_ref().map_or_else(
+                || "not injected (runtime.execd_image unset)".to_owned(),
+                |image| format!("injected from {image}"),
+            ),
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
@@ -371,6 +378,7 @@ impl DockerRuntime {
             capabilities,
             volume_lock: tokio::sync::Mutex::new(()),
             nonces: std::sync::atomic::AtomicU64::new(0),
+            execd: super::execd::ExecdArchives::default(),
         };
         runtime.reconcile().await;
         Ok(runtime)
@@ -431,6 +439,7 @@ impl DockerRuntime {
                 }
             }
         }
+        self.sweep_execd_sources().await;
         if let Some(area) = &self.staging {
             let area = Arc::clone(area);
             // A walk of the staging area and unmounts: off the async threads.

@@ -92,8 +92,8 @@ validated_string! {
 }
 
 impl SandboxId {
-    /// Validates a sandbox id. Ids come from Berth itself; an id a client sends that fails this
-    /// The rule; `new` and `from_string` apply it.
+    /// The rule (`new` and `from_string` apply it). Ids come from Berth itself, so an id a
+    /// client sends that fails it names no sandbox: `SANDBOX::NOT_FOUND`.
     fn check(s: &str) -> Result<(), InvalidValue> {
         if is_dns_label(s) {
             Ok(())

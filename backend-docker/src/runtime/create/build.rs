@@ -15,12 +15,14 @@ use crate::runtime::{DockerRuntime, docker_error};
 use crate::store::StoredSandbox;
 
 impl DockerRuntime {
-    /// Makes the NFS volumes, the staging mounts and the container, starts it, and checks the
-    /// staged mounts from inside.
+    /// Makes the NFS volumes, the staging mounts and the container (with the agent's `execd`
+    /// archive copied in, when one is injected), starts it, and checks the staged mounts from
+    /// inside.
     pub(super) async fn build(
         &self,
         request: &CreateSandbox,
         stored: &mut StoredSandbox,
+        execd: Option<bytes::Bytes>,
     ) -> Result<(), RuntimeError> {
         let id = &request.id;
         let spec = &request.spec;
@@ -41,7 +43,7 @@ impl DockerRuntime {
         let ossfs_keys: Vec<Option<OssfsKey>> =
             stored.volumes.iter().map(|v| v.ossfs_key.clone()).collect();
         let (mounts, verified) = self.prepare_host_paths(id, spec, &ossfs_keys).await?;
-        let body = render_container(
+        let mut body = render_container(
             &self.config,
             self.engine.api,
             id,
@@ -49,6 +51,9 @@ impl DockerRuntime {
             &mounts,
             request.expires_at(),
         );
+        if execd.is_some() {
+            crate::execd::wrap(&mut body, &self.config);
+        }
         let options = CreateContainerOptions {
             name: Some(container_name(id)),
             ..Default::default()
@@ -69,6 +74,9 @@ impl DockerRuntime {
                 changed_at: None,
             },
         );
+        if let Some(archive) = execd {
+            self.upload_execd(&created.id, archive).await?;
+        }
         self.engine
             .bounded(
                 "starting container",

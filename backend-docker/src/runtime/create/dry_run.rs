@@ -28,7 +28,7 @@ impl DockerRuntime {
             .into_iter()
             .map(|v| plan_mount(&request.id, v, &staging_root))
             .collect();
-        let body: ContainerCreateBody = render_container(
+        let mut body: ContainerCreateBody = render_container(
             &self.config,
             self.engine.api,
             &request.id,
@@ -36,6 +36,9 @@ impl DockerRuntime {
             &mounts,
             request.expires_at(),
         );
+        if self.config.execd_image.is_some() {
+            crate::execd::wrap(&mut body, &self.config);
+        }
         let nfs: Vec<_> = request
             .spec
             .volumes
@@ -66,7 +69,7 @@ impl DockerRuntime {
                 _ => None,
             })
             .collect();
-        let runtime_object = serde_json::json!({
+        let mut runtime_object = serde_json::json!({
             "apiVersion": self.engine.api.to_string(),
             "containerName": container_name(&request.id),
             "container": body,
@@ -74,6 +77,13 @@ impl DockerRuntime {
             "nfsVolumes": nfs,
             "ossfsMounts": ossfs,
         });
+        if let Some(image) = &self.config.execd_image {
+            // Read from it on the first create, then uploaded in one archive before the start.
+            runtime_object["execd"] = serde_json::json!({
+                "image": image,
+                "files": [crate::execd::EXECD_PATH, crate::execd::BOOTSTRAP_PATH],
+            });
+        }
         let mut record = self.record_of(&stored);
         record.status = berth_core::model::SandboxStatus::new(
             berth_core::model::SandboxState::Pending,

@@ -13,7 +13,17 @@ const PULL_TIMEOUT_KEY: &str = "docker.image_pull_timeout_seconds";
 
 impl DockerRuntime {
     pub(super) async fn ensure_image(&self, spec: &SandboxSpec) -> Result<(), RuntimeError> {
-        let uri = &spec.image.uri;
+        self.ensure_image_present(&spec.image.uri, spec.image.auth.as_ref())
+            .await
+    }
+
+    /// Inspects `uri`, and pulls it (with `auth`) when it is missing; a pull that fails is
+    /// `ImageNotFound`.
+    pub(in crate::runtime) async fn ensure_image_present(
+        &self,
+        uri: &str,
+        auth: Option<&berth_core::model::RegistryAuth>,
+    ) -> Result<(), RuntimeError> {
         match self
             .engine
             .bounded("inspecting image", self.engine.docker.inspect_image(uri))
@@ -23,17 +33,13 @@ impl DockerRuntime {
             Err(e) if is_not_found(&e) => {}
             Err(e) => return Err(docker_error("inspecting image")(e)),
         }
-        let credentials = spec
-            .image
-            .auth
-            .as_ref()
-            .map(|a| bollard::auth::DockerCredentials {
-                username: Some(a.username.clone()),
-                password: Some(a.password.clone()),
-                ..Default::default()
-            });
+        let credentials = auth.map(|a| bollard::auth::DockerCredentials {
+            username: Some(a.username.clone()),
+            password: Some(a.password.clone()),
+            ..Default::default()
+        });
         let options = CreateImageOptions {
-            from_image: Some(uri.clone()),
+            from_image: Some(uri.to_owned()),
             ..Default::default()
         };
         let limit = self.config.image_pull_timeout;
@@ -58,7 +64,7 @@ impl DockerRuntime {
                         other => other.to_string(),
                     };
                     return Err(RuntimeError::ImageNotFound {
-                        image: uri.clone(),
+                        image: uri.to_owned(),
                         detail,
                     });
                 }

@@ -1,9 +1,10 @@
 //! Creating a sandbox: the orchestration of one create, and the helpers its steps share.
 //!
-//! Order of a create: image → (volume lock) claims looked up, the store record written with
-//! everything about to be made, missing claims created → per-sandbox NFS volumes → host and
-//! pvc-subPath paths resolved from pinned fds and staged → container created and started →
-//! each staged mount checked from inside the container. Any failure releases all of it
+//! Order of a create: image (and the injected agent's archive, read once: `crate::execd`) →
+//! (volume lock) claims looked up, the store record written with everything about to be made,
+//! missing claims created → per-sandbox NFS volumes → host and pvc-subPath paths resolved from
+//! pinned fds and staged → container created, the agent copied in, started → each staged mount
+//! checked from inside the container. Any failure releases all of it
 //! (ARCHITECTURE.md, "Invariants": "Record before objects", "Nothing half-made").
 
 mod build;
@@ -65,6 +66,8 @@ impl DockerRuntime {
         }
         self.check_volumes_supported(&request.spec)?;
         self.ensure_image(&request.spec).await?;
+        // Read (once) before anything of the sandbox is made: a failure leaves nothing to undo.
+        let execd = self.execd_archive(request.spec.platform).await?;
 
         let mut stored = {
             let _guard = self.volume_lock.lock().await;
@@ -78,7 +81,7 @@ impl DockerRuntime {
             }
             stored
         };
-        match self.build(&request, &mut stored).await {
+        match self.build(&request, &mut stored, execd).await {
             Ok(()) => {
                 stored.phase = Phase::Created;
                 if let Err(e) = self.store.put(&stored).await {
