@@ -8,34 +8,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use common::{Server, tempfile_dir};
-
-const SDK: &str = "opensandbox==1.1.1";
-
-/// The venv's python, creating the venv and installing the SDK when missing.
-fn sdk_python() -> PathBuf {
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("sdk-venv-opensandbox-1.1.1");
-    let python = venv.join("bin/python");
-    let marker = venv.join(".installed");
-    if !marker.exists() {
-        let status = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .expect("python3 is needed for the SDK test");
-        assert!(status.success(), "creating the venv failed");
-        let status = Command::new(&python)
-            .args(["-m", "pip", "install", "-q", SDK])
-            .status()
-            .unwrap();
-        assert!(status.success(), "installing {SDK} from PyPI failed");
-        std::fs::write(&marker, SDK).unwrap();
-    }
-    python
-}
+use common::{Server, sdk_python, tempfile_dir};
 
 #[test]
 fn the_official_sdk_drives_berth_end_to_end() {

@@ -641,3 +641,65 @@ async fn sessions_find_their_files_again_on_a_shared_claim() {
     }
     until_gone(&runtime, &one.id).await;
 }
+
+/// The in-sandbox agent on a real Pod (`execd_image`): the init container copies it in, the
+/// sandbox's entrypoint still runs (wrapped by bootstrap.sh), and the agent answers `/ping` on
+/// port 44772 at the address `endpoint` gives — reachable from the host, as from the proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_is_injected_and_answers_on_its_port() {
+    let (namespace, runtime) = TestNamespace::with("execd", |c| {
+        c.execd_image = Some("berth-test/execd:latest".into());
+    })
+    .await;
+    let created = runtime
+        .create(shell(
+            "agent-1",
+            "echo entrypoint-ran > /tmp/ran",
+            serde_json::json!([]),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(created.status.state, SandboxState::Running);
+    let endpoint = runtime.endpoint(&created.id, 44772).await.unwrap();
+    let pod = namespace
+        .pods()
+        .get(&format!("sandbox-{}", created.id))
+        .await
+        .unwrap();
+    let spec = pod.spec.unwrap();
+    assert_eq!(
+        spec.init_containers.unwrap_or_default()[0].name,
+        "berth-execd"
+    );
+    assert_eq!(
+        spec.containers[0].command.as_ref().unwrap()[0],
+        "/opt/opensandbox/bootstrap.sh"
+    );
+    // The agent starts in the background: ask (bounded) until it answers.
+    let mut answer = String::new();
+    for _ in 0..100 {
+        if let Ok(mut stream) = std::net::TcpStream::connect(&endpoint.endpoint) {
+            use std::io::{Read, Write};
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let request = format!(
+                "GET /ping HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+                endpoint.endpoint
+            );
+            if stream.write_all(request.as_bytes()).is_ok() {
+                answer.clear();
+                let _ = stream.read_to_string(&mut answer);
+                if answer.starts_with("HTTP/1.1 200") {
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "the agent at {} never answered /ping: {answer:?}",
+        endpoint.endpoint
+    );
+    runtime.delete(&created.id).await.unwrap();
+    until_gone(&runtime, &created.id).await;
+}

@@ -190,3 +190,46 @@ pub fn sdk_python() -> PathBuf {
 pub fn sdk_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/e2e.py")
 }
+
+/// The official CLI (`osb`), same release as [`SDK`].
+pub const CLI: &str = "opensandbox-cli==1.1.1";
+
+/// The `osb` command of [`CLI`], installed once into the venv of [`sdk_python`].
+pub fn sdk_cli() -> PathBuf {
+    let python = sdk_python();
+    let bin = python.parent().unwrap();
+    let marker = bin.parent().unwrap().join(".installed-cli");
+    if !marker.exists() {
+        let status = Command::new(&python)
+            .args(["-m", "pip", "install", "-q", CLI])
+            .status()
+            .unwrap();
+        assert!(status.success(), "installing {CLI} from PyPI failed");
+        std::fs::write(&marker, CLI).unwrap();
+    }
+    bin.join("osb")
+}
+
+/// Panics unless the Docker engine answers and has `images` (a test on the engine fails, never
+/// skips, without it).
+pub fn require_docker(images: &[&str]) {
+    let out = Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .output()
+        .expect("the docker CLI is needed");
+    assert!(
+        out.status.success(),
+        "the Docker engine is unreachable: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for image in images {
+        let out = Command::new("docker")
+            .args(["image", "inspect", "--format", "{{.Id}}", image])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "image {image} is missing: run `cargo xtask test-image`"
+        );
+    }
+}
