@@ -708,3 +708,51 @@ async fn concurrent_patches_and_renewals_through_two_servers_lose_nothing() {
         }
     }
 }
+
+/// The official SDK's high-level `Sandbox.create()` on Kubernetes with the agent injected
+/// (`runtime.execd_image`, an init container): its health check reaches the agent at the Pod's
+/// address, and again through Berth's proxy (`use_server_proxy=True`) — the one way to reach a
+/// Pod from outside the cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sdk_reaches_the_agent_of_a_pod_directly_and_through_the_proxy() {
+    let python = tokio::task::spawn_blocking(common::sdk_python)
+        .await
+        .unwrap();
+    let namespace = TestNamespace::new("agent").await;
+    let run = format!("k8s-agent-{}", std::process::id());
+    let mut server = Server::start(
+        &namespace,
+        "server",
+        &[(
+            "BERTH_RUNTIME__EXECD_IMAGE",
+            "berth-test/execd:latest".to_owned(),
+        )],
+    );
+    server.healthy().await;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/agent.py");
+    let out = tokio::process::Command::new(&python)
+        .arg(&script)
+        .env("BERTH_ADDRESS", &server.address)
+        .env("BERTH_API_KEY", KEY)
+        .env("BERTH_RUN", &run)
+        .output()
+        .await
+        .unwrap();
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("--- sdk/agent.py\n{log}");
+    assert!(out.status.success(), "sdk/agent.py failed:\n{log}");
+    // Through the proxy, the SDK's health check went to the server, not to the Pod.
+    assert!(
+        log.contains("/proxy/44772/ping"),
+        "no health check through the proxy:\n{log}"
+    );
+    assert_eq!(
+        server.terminate().await,
+        Some(0),
+        "no clean exit on SIGTERM"
+    );
+}

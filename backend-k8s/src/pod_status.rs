@@ -61,6 +61,14 @@ pub enum StartFailure {
     },
     /// Berth's init container refused a subPath, or could not run.
     SubPath(SubPathFailure),
+    /// The agent's init container (`runtime.execd_image`) could not run or copy the agent: the
+    /// operator's setting, answered with the codes Docker uses for it.
+    Agent {
+        /// `EXECD::IMAGE_NOT_FOUND` or `EXECD::FILES_MISSING`.
+        code: ErrorCode,
+        /// The kubelet's reason, or `cp`'s message.
+        detail: String,
+    },
 }
 
 /// What Berth's init container (`kubernetes.subpath_init_image`) reported.
@@ -177,6 +185,41 @@ fn subpath_failure(pod: &Pod) -> Option<SubPathFailure> {
         .and_then(SubPathFailure::of)
 }
 
+/// How the agent's init container failed, if it did: its image cannot be had, or `cp` of the
+/// agent's files ended in an error (the image lacks them, or `cp`).
+fn agent_failure(pod: &Pod) -> Option<StartFailure> {
+    let state = pod
+        .status
+        .as_ref()?
+        .init_container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == crate::render::EXECD_INIT_CONTAINER)?
+        .state
+        .as_ref()?;
+    if let Some(waiting) = &state.waiting {
+        let reason = waiting.reason.as_deref().unwrap_or_default();
+        return IMAGE_FAILURES
+            .contains(&reason)
+            .then(|| StartFailure::Agent {
+                code: ErrorCode::ExecdImageNotFound,
+                detail: format!(
+                    "the agent's image (runtime.execd_image) cannot be had: {reason}: {}",
+                    waiting.message.as_deref().unwrap_or("")
+                ),
+            });
+    }
+    let ended = state.terminated.as_ref().filter(|t| t.exit_code != 0)?;
+    Some(StartFailure::Agent {
+        code: ErrorCode::ExecdFilesMissing,
+        detail: format!(
+            "copying /execd and /bootstrap.sh out of the agent's image (runtime.execd_image) failed with code {}: {}",
+            ended.exit_code,
+            ended.message.as_deref().unwrap_or("").trim()
+        ),
+    })
+}
+
 /// The sandbox container's status, if reported.
 fn sandbox_container(pod: &Pod) -> Option<&ContainerStatus> {
     pod.status
@@ -235,6 +278,9 @@ pub fn start_progress(pod: &Pod) -> StartProgress {
     }
     if let Some(failure) = subpath_failure(pod) {
         return StartProgress::Failed(StartFailure::SubPath(failure));
+    }
+    if let Some(failure) = agent_failure(pod) {
+        return StartProgress::Failed(failure);
     }
     if let Some(terminated) = state.and_then(|s| s.terminated.as_ref()) {
         return StartProgress::Failed(StartFailure::Ended {
@@ -322,6 +368,7 @@ pub fn sandbox_status(pod: &Pod, created_at: DateTime<Utc>) -> SandboxStatus {
                     StartFailure::ContainerConfig { .. } => "container_config_error",
                     StartFailure::Ended { .. } => "ended",
                     StartFailure::SubPath(_) => "sub_path_refused",
+                    StartFailure::Agent { .. } => "agent_failed",
                 }
                 .into(),
             ),
@@ -329,7 +376,8 @@ pub fn sandbox_status(pod: &Pod, created_at: DateTime<Utc>) -> SandboxStatus {
                 StartFailure::Image { detail }
                 | StartFailure::ContainerConfig { detail }
                 | StartFailure::Ended { detail }
-                | StartFailure::SubPath(SubPathFailure { detail, .. }) => detail,
+                | StartFailure::SubPath(SubPathFailure { detail, .. })
+                | StartFailure::Agent { detail, .. } => detail,
             }),
             last_transition_at: Some(created_at),
         },
@@ -418,6 +466,51 @@ mod tests {
                 "ready": false, "restartCount": 0, "state": state}],
             "containerStatuses": [{"name": "sandbox", "image": "i", "imageID": "", "ready": false,
                 "restartCount": 0, "state": {"waiting": {"reason": "PodInitializing"}}}]}))
+    }
+
+    fn agent_failed(state: serde_json::Value) -> Pod {
+        pod(serde_json::json!({"phase": "Pending",
+            "initContainerStatuses": [{"name": "berth-execd", "image": "e", "imageID": "",
+                "ready": false, "restartCount": 0, "state": state}],
+            "containerStatuses": [{"name": "sandbox", "image": "i", "imageID": "", "ready": false,
+                "restartCount": 0, "state": {"waiting": {"reason": "PodInitializing"}}}]}))
+    }
+
+    #[test]
+    fn the_agents_init_container_failing_has_the_codes_docker_uses() {
+        let missing = agent_failed(serde_json::json!({"waiting": {
+            "reason": "ErrImageNeverPull", "message": "Container image \"e\" is not present"}}));
+        let StartProgress::Failed(StartFailure::Agent { code, detail }) = start_progress(&missing)
+        else {
+            panic!("{:?}", start_progress(&missing));
+        };
+        assert_eq!(code, ErrorCode::ExecdImageNotFound);
+        assert!(detail.contains("ErrImageNeverPull"), "{detail}");
+        assert_eq!(
+            sandbox_status(&missing, at()).reason.as_deref(),
+            Some("agent_failed")
+        );
+        let no_files = agent_failed(serde_json::json!({"terminated": {"exitCode": 1,
+            "reason": "Error", "message": "cp: can't stat '/execd': No such file or directory\n"}}));
+        let StartProgress::Failed(StartFailure::Agent { code, detail }) = start_progress(&no_files)
+        else {
+            panic!("{:?}", start_progress(&no_files));
+        };
+        assert_eq!(code, ErrorCode::ExecdFilesMissing);
+        assert!(detail.contains("can't stat '/execd'"), "{detail}");
+        // Still pulling, or copied: not a failure.
+        for fine in [
+            serde_json::json!({"waiting": {"reason": "ContainerCreating"}}),
+            serde_json::json!({"terminated": {"exitCode": 0, "reason": "Completed"}}),
+        ] {
+            assert!(
+                !matches!(
+                    start_progress(&agent_failed(fine)),
+                    StartProgress::Failed(_)
+                ),
+                "a fine agent container is not a failure"
+            );
+        }
     }
 
     fn spec() -> SandboxSpec {

@@ -461,6 +461,9 @@ impl KubernetesRuntime {
                             format!("the sandbox stopped while starting: {detail}"),
                         ),
                         StartFailure::SubPath(failure) => failure.to_error(spec),
+                        StartFailure::Agent { code, detail } => {
+                            rejected("runtime.execd_image".into(), code, detail)
+                        }
                     });
                 }
                 _ => {}

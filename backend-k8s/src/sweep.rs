@@ -123,7 +123,9 @@ impl Sweeper {
                         e.start,
                         StartProgress::Starting { .. }
                             | StartProgress::Failed(
-                                StartFailure::Image { .. } | StartFailure::ContainerConfig { .. }
+                                StartFailure::Image { .. }
+                                    | StartFailure::ContainerConfig { .. }
+                                    | StartFailure::Agent { .. }
                             )
                     );
                     never_ran

@@ -703,3 +703,53 @@ async fn the_agent_is_injected_and_answers_on_its_port() {
     runtime.delete(&created.id).await.unwrap();
     until_gone(&runtime, &created.id).await;
 }
+
+/// The agent's init container cannot run (its image is missing) or finds nothing to copy (an
+/// image without `/execd`): the create answers at once with the codes Docker uses, on the
+/// setting, and nothing is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_agent_image_fails_at_once_with_its_code() {
+    for (test, image, code) in [
+        (
+            "execd-missing",
+            "berth-test/missing-execd:latest",
+            "EXECD::IMAGE_NOT_FOUND",
+        ),
+        ("execd-empty", IMAGE, "EXECD::FILES_MISSING"),
+    ] {
+        let (namespace, runtime) = TestNamespace::with(test, |c| {
+            c.execd_image = Some(image.into());
+        })
+        .await;
+        let error = runtime
+            .create(request("agent-bad", serde_json::json!({})))
+            .await
+            .unwrap_err();
+        let body = error.to_error_response();
+        assert_eq!(body.code, code, "{image}: {body:?}");
+        assert!(body.message.contains("runtime.execd_image"), "{body:?}");
+        for _ in 0..300 {
+            if namespace
+                .pods()
+                .list(&Default::default())
+                .await
+                .unwrap()
+                .items
+                .is_empty()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(
+            namespace
+                .pods()
+                .list(&Default::default())
+                .await
+                .unwrap()
+                .items
+                .is_empty(),
+            "the Pod of a failed create is still there"
+        );
+    }
+}

@@ -1,0 +1,411 @@
+//! The server proxy beside direct access, on the real Docker engine (`cargo xtask bench`; needs
+//! root and the test images). One sandbox runs the stand-in agent (`runtime.execd_image`); its
+//! port 44772 is reached directly at the address `endpoints` answers and through
+//! `/v1/sandboxes/{id}/proxy/44772`. Back to back in one run: p50/p99 of `GET /ping` at
+//! concurrency 1 and 32, and MiB/s of 1 MiB `POST /upload` bodies at concurrency 1 and 32, each
+//! pair with its ratio (goals: proxied latency ≤ 1.2× direct, proxied throughput ≥ 80% of
+//! direct); the server's peak RSS while it relays uploads. `PROXY_LOAD_PERF=<dir>` records a
+//! `perf` profile of the server in each proxied phase.
+
+#![allow(missing_docs, clippy::unwrap_used)] // A benchmark harness, not an API.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+
+const KEY: &str = "bench-key";
+const IMAGE: &str = "berth-test/busybox:latest";
+const EXECD: &str = "berth-test/execd:latest";
+const AGENT_PORT: u16 = 44772;
+const UPLOAD: usize = 1024 * 1024;
+
+/// Requests per worker for each concurrency: `(concurrency, pings, uploads)`.
+const PHASES: [(usize, usize, usize); 2] = [(1, 2000, 256), (32, 400, 16)];
+
+/// Where a phase sends its requests: straight to the sandbox, or through the server.
+#[derive(Clone)]
+struct Target {
+    address: String,
+    prefix: String,
+    key: bool,
+}
+
+struct Connection {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+}
+
+impl Connection {
+    async fn open(address: &str) -> Self {
+        let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        Self { sender }
+    }
+
+    async fn call(&mut self, method: &str, path: &str, key: bool, body: Bytes) -> (u16, Bytes) {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "localhost");
+        if key {
+            request = request.header("open-sandbox-api-key", KEY);
+        }
+        if !body.is_empty() {
+            // API calls carry JSON; uploads to the agent, bytes.
+            let json = body.starts_with(b"{");
+            request = request.header(
+                "content-type",
+                if json {
+                    "application/json"
+                } else {
+                    "application/octet-stream"
+                },
+            );
+        }
+        let request = request.body(Full::new(body)).unwrap();
+        // The previous response is read; wait until the connection takes the next request.
+        self.sender.ready().await.unwrap();
+        let response = self.sender.send_request(request).await.unwrap();
+        let status = response.status().as_u16();
+        (
+            status,
+            response.into_body().collect().await.unwrap().to_bytes(),
+        )
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("VmRSS:")
+                .map(|v| v.trim().trim_end_matches(" kB").trim().parse().unwrap())
+        })
+        .unwrap()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// What one phase measured.
+struct Measured {
+    latencies: Vec<Duration>,
+    elapsed: Duration,
+    bytes: u64,
+    peak_rss_kib: u64,
+}
+
+impl Measured {
+    fn p(&self, p: f64) -> f64 {
+        percentile(&self.latencies, p).as_secs_f64() * 1e3
+    }
+
+    fn mib_per_s(&self) -> f64 {
+        self.bytes as f64 / (1024.0 * 1024.0) / self.elapsed.as_secs_f64()
+    }
+}
+
+/// `concurrency` workers, each on its own keep-alive connection, each making `requests` pings
+/// (`upload` empty) or uploads of `upload`; the server's RSS is sampled meanwhile.
+async fn load(
+    target: &Target,
+    name: &str,
+    concurrency: usize,
+    requests: usize,
+    upload: &Bytes,
+    pid: u32,
+) -> Measured {
+    // PROXY_LOAD_PERF=<dir>: record a `perf` profile of the server during the proxied phases.
+    let profiler = std::env::var_os("PROXY_LOAD_PERF")
+        .filter(|_| target.key)
+        .map(|dir| {
+            let slug: String = name
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+                .collect();
+            let output = std::path::Path::new(&dir).join(format!("{slug}.data"));
+            Command::new("perf")
+                .args(["record", "-F", "1999", "-g", "-p", &pid.to_string(), "-o"])
+                .arg(&output)
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("PROXY_LOAD_PERF needs perf installed")
+        });
+    if profiler.is_some() {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let mut connections = Vec::new();
+    for _ in 0..concurrency {
+        connections.push(Connection::open(&target.address).await);
+    }
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for mut connection in connections {
+        let (target, upload) = (target.clone(), upload.clone());
+        workers.push(tokio::spawn(async move {
+            let (method, path) = if upload.is_empty() {
+                ("GET", format!("{}/ping", target.prefix))
+            } else {
+                ("POST", format!("{}/upload", target.prefix))
+            };
+            let expected = format!("{{\"bytes\":{}}}", upload.len());
+            let mut latencies = Vec::with_capacity(requests);
+            for _ in 0..requests {
+                let t = Instant::now();
+                let (status, body) = connection
+                    .call(method, &path, target.key, upload.clone())
+                    .await;
+                latencies.push(t.elapsed());
+                assert_eq!(status, 200, "{path}: {}", String::from_utf8_lossy(&body));
+                if !upload.is_empty() {
+                    assert_eq!(String::from_utf8_lossy(&body), expected, "{path}");
+                }
+            }
+            latencies
+        }));
+    }
+    let mut peak_rss_kib = 0;
+    while !workers.iter().all(|w| w.is_finished()) {
+        peak_rss_kib = peak_rss_kib.max(rss_kib(pid));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut latencies = Vec::new();
+    for w in workers {
+        latencies.extend(w.await.unwrap());
+    }
+    let elapsed = started.elapsed();
+    if let Some(mut perf) = profiler {
+        let _ = Command::new("kill")
+            .args(["-INT", &perf.id().to_string()])
+            .status();
+        let _ = perf.wait();
+    }
+    latencies.sort();
+    Measured {
+        bytes: (latencies.len() * upload.len()) as u64,
+        latencies,
+        elapsed,
+        peak_rss_kib,
+    }
+}
+
+/// Stops the server and removes what the run made, also when the benchmark panics.
+struct ServerGuard(std::process::Child, String, std::path::PathBuf);
+
+impl Drop for ServerGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+        let filter = format!("label=berth.test-run={}", self.1);
+        if let Ok(out) = Command::new("docker")
+            .args(["ps", "-aq", "--filter", &filter])
+            .output()
+        {
+            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(str::to_owned)
+                .collect();
+            if !ids.is_empty() {
+                let _ = Command::new("docker")
+                    .args(["rm", "-f"])
+                    .args(&ids)
+                    .output();
+            }
+        }
+        // No volumes here, so nothing is mounted under the directory.
+        let _ = std::fs::remove_dir_all(&self.2);
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let tmp = std::env::temp_dir().join(format!("berth-proxy-bench-{}", std::process::id()));
+    std::fs::create_dir(&tmp).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let run = format!("proxy-bench-{}", std::process::id());
+    let mut server = ServerGuard(
+        Command::new(env!("CARGO_BIN_EXE_berth-server"))
+            .env("BERTH_SERVER__PORT", port.to_string())
+            .env("BERTH_SERVER__API_KEY", KEY)
+            .env("BERTH_SERVER__LOG_LEVEL", "warn")
+            .env("BERTH_STORAGE__STATE_DIR", tmp.join("state"))
+            .env("BERTH_RUNTIME__EXECD_IMAGE", EXECD)
+            .env(
+                "BERTH_DOCKER__LABELS",
+                format!("{{ \"berth.test\" = \"1\", \"berth.test-run\" = \"{run}\" }}"),
+            )
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+        run.clone(),
+        tmp.clone(),
+    );
+    let pid = server.0.id();
+    while tokio::net::TcpStream::connect(&address).await.is_err() {
+        assert!(
+            server.0.try_wait().unwrap().is_none(),
+            "berth-server exited at startup"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let mut api = Connection::open(&address).await;
+    let body = serde_json::json!({"image": {"uri": IMAGE}, "entrypoint": ["sleep", "3600"],
+        "timeout": 1800, "resourceLimits": {}});
+    let (status, bytes) = api
+        .call("POST", "/v1/sandboxes", true, Bytes::from(body.to_string()))
+        .await;
+    assert_eq!(status, 202, "{}", String::from_utf8_lossy(&bytes));
+    let id = serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, bytes) = api
+        .call(
+            "GET",
+            &format!("/v1/sandboxes/{id}/endpoints/{AGENT_PORT}"),
+            true,
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&bytes));
+    let endpoint = serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()["endpoint"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let direct = Target {
+        address: endpoint.clone(),
+        prefix: String::new(),
+        key: false,
+    };
+    let proxied = Target {
+        address: address.clone(),
+        prefix: format!("/v1/sandboxes/{id}/proxy/{AGENT_PORT}"),
+        key: true,
+    };
+
+    // The sandbox runs before the agent listens: until then the proxy answers 502.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = Connection::open(&address)
+            .await
+            .call(
+                "GET",
+                &format!("{}/ping", proxied.prefix),
+                true,
+                Bytes::new(),
+            )
+            .await;
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 502, "{}", String::from_utf8_lossy(&body));
+        assert!(Instant::now() < deadline, "the agent never answered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("agent of sandbox {id}: direct at {endpoint}, proxied at {address}");
+
+    let upload = Bytes::from(vec![0x5a_u8; UPLOAD]);
+    // Warm-up: pooled connections to the sandbox made, caches filled, on both paths.
+    for target in [&direct, &proxied] {
+        load(target, "warm-up", 32, 20, &Bytes::new(), pid).await;
+        load(target, "warm-up", 4, 4, &upload, pid).await;
+    }
+
+    let mut missed = Vec::new();
+    for (concurrency, pings, _) in PHASES {
+        let d = load(
+            &direct,
+            "ping direct",
+            concurrency,
+            pings,
+            &Bytes::new(),
+            pid,
+        )
+        .await;
+        let p = load(
+            &proxied,
+            &format!("ping proxied c{concurrency}"),
+            concurrency,
+            pings,
+            &Bytes::new(),
+            pid,
+        )
+        .await;
+        let (r50, r99) = (p.p(0.5) / d.p(0.5), p.p(0.99) / d.p(0.99));
+        println!(
+            "  GET /ping, concurrency {concurrency:>2} ({} requests each): direct p50 {:.3} ms p99 {:.3} ms; proxied p50 {:.3} ms p99 {:.3} ms; ratio p50 {r50:.2}× p99 {r99:.2}× (goal ≤ 1.20×)",
+            d.latencies.len(),
+            d.p(0.5),
+            d.p(0.99),
+            p.p(0.5),
+            p.p(0.99),
+        );
+        if r50 > 1.2 || r99 > 1.2 {
+            missed.push(format!("ping latency at concurrency {concurrency}"));
+        }
+    }
+    let mut upload_peak_rss = 0;
+    for (concurrency, _, uploads) in PHASES {
+        let d = load(&direct, "upload direct", concurrency, uploads, &upload, pid).await;
+        let p = load(
+            &proxied,
+            &format!("upload proxied c{concurrency}"),
+            concurrency,
+            uploads,
+            &upload,
+            pid,
+        )
+        .await;
+        upload_peak_rss = upload_peak_rss.max(p.peak_rss_kib);
+        let ratio = p.mib_per_s() / d.mib_per_s();
+        println!(
+            "  POST /upload 1 MiB, concurrency {concurrency:>2} ({} uploads each): direct {:.0} MiB/s (p50 {:.2} ms); proxied {:.0} MiB/s (p50 {:.2} ms); proxied/direct {:.0}% (goal ≥ 80%)",
+            d.latencies.len(),
+            d.mib_per_s(),
+            d.p(0.5),
+            p.mib_per_s(),
+            p.p(0.5),
+            ratio * 100.0
+        );
+        if ratio < 0.8 {
+            missed.push(format!("upload throughput at concurrency {concurrency}"));
+        }
+    }
+    println!(
+        "  server RSS: peak while relaying uploads {:.1} MiB, after {:.1} MiB",
+        upload_peak_rss as f64 / 1024.0,
+        rss_kib(pid) as f64 / 1024.0
+    );
+    if missed.is_empty() {
+        println!("  all proxy goals met");
+    } else {
+        println!("  goals missed: {}", missed.join(", "));
+    }
+
+    let (status, _) = Connection::open(&address)
+        .await
+        .call("DELETE", &format!("/v1/sandboxes/{id}"), true, Bytes::new())
+        .await;
+    assert_eq!(status, 204);
+    drop(server);
+}
