@@ -15,9 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use berth_core::ErrorCode;
-use berth_core::model::{
-    MountedVolume, PlatformArch, PlatformOs, ReadOnlyMode, SandboxId, Volume, VolumeSource,
-};
+use berth_core::model::{MountedVolume, ReadOnlyMode, SandboxId, Volume, VolumeSource};
 use berth_core::runtime::CreateSandbox;
 use berth_core::validate::{Violation, Violations};
 use chrono::{DateTime, Utc};
@@ -935,14 +933,7 @@ fn place_on_platform(
     platform: berth_core::model::PlatformSpec,
     violations: &mut Vec<Violation>,
 ) {
-    let os = match platform.os {
-        PlatformOs::Linux => "linux",
-        PlatformOs::Windows => "windows",
-    };
-    let arch = match platform.arch {
-        PlatformArch::Amd64 => "amd64",
-        PlatformArch::Arm64 => "arm64",
-    };
+    let (os, arch) = (platform.os.as_str(), platform.arch.as_str());
     let selector = pod_spec.node_selector.get_or_insert_with(BTreeMap::new);
     for (key, value) in [("kubernetes.io/os", os), ("kubernetes.io/arch", arch)] {
         match selector.get(key) {

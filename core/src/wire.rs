@@ -145,6 +145,26 @@ pub enum PlatformArch {
     Arm64,
 }
 
+impl PlatformOs {
+    /// The name the spec, OCI platforms and Kubernetes' `kubernetes.io/os` label share.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Linux => "linux",
+            Self::Windows => "windows",
+        }
+    }
+}
+
+impl PlatformArch {
+    /// The name the spec, OCI platforms and Kubernetes' `kubernetes.io/arch` label share.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Amd64 => "amd64",
+            Self::Arm64 => "arm64",
+        }
+    }
+}
+
 /// Egress network policy.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -42,15 +42,7 @@ fn execd_error(code: ErrorCode, message: String) -> RuntimeError {
 }
 
 fn platform_name(platform: PlatformSpec) -> String {
-    let os = match platform.os {
-        PlatformOs::Linux => "linux",
-        PlatformOs::Windows => "windows",
-    };
-    let arch = match platform.arch {
-        PlatformArch::Amd64 => "amd64",
-        PlatformArch::Arm64 => "arm64",
-    };
-    format!("{os}/{arch}")
+    format!("{}/{}", platform.os.as_str(), platform.arch.as_str())
 }
 
 impl DockerRuntime {
