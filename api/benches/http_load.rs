@@ -6,79 +6,20 @@
 
 #![allow(missing_docs, clippy::unwrap_used)] // A benchmark harness, not an API.
 
+mod harness;
+
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::Request;
-use hyper_util::rt::TokioIo;
+use harness::{Connection, KEY, percentile, rss_kib};
 
 /// Sandboxes present during the load phases; `HTTP_LOAD_SANDBOXES` overrides it (to see that
 /// latency stays flat as the number grows).
 const SANDBOXES: usize = 500;
 const CONCURRENCY: usize = 32;
 const REQUESTS_PER_WORKER: usize = 400;
-const KEY: &str = "bench-key";
 const IMAGE: &str = "berth-test/busybox:latest";
-
-struct Connection {
-    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
-}
-
-impl Connection {
-    async fn open(address: &str) -> Self {
-        let stream = tokio::net::TcpStream::connect(address).await.unwrap();
-        stream.set_nodelay(true).unwrap();
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(connection);
-        Self { sender }
-    }
-
-    async fn call(
-        &mut self,
-        method: &str,
-        path: &str,
-        body: Option<&serde_json::Value>,
-    ) -> (u16, Bytes) {
-        let request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", "localhost")
-            .header("open-sandbox-api-key", KEY)
-            .header("content-type", "application/json")
-            .body(Full::new(
-                body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string())),
-            ))
-            .unwrap();
-        // The previous response is read; wait until the connection takes the next request.
-        self.sender.ready().await.unwrap();
-        let response = self.sender.send_request(request).await.unwrap();
-        let status = response.status().as_u16();
-        (
-            status,
-            response.into_body().collect().await.unwrap().to_bytes(),
-        )
-    }
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("VmRSS:")
-                .map(|v| v.trim().trim_end_matches(" kB").trim().parse().unwrap())
-        })
-        .unwrap()
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
 
 /// Runs `CONCURRENCY` workers, each on its own keep-alive connection, calling `path_for(i)`.
 async fn load(

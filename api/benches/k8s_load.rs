@@ -15,6 +15,8 @@
 
 #![allow(missing_docs, clippy::unwrap_used)] // A benchmark harness, not an API.
 
+mod harness;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -28,13 +30,11 @@ use berth_core::wire;
 use berth_k8s::config::KubernetesConfig;
 use berth_k8s::pod_status::{StartProgress, start_progress};
 use berth_k8s::render::{LABEL_MANAGED_BY, MANAGED_BY, PodPlan, render};
-use bytes::Bytes;
 use futures_util::StreamExt;
-use http_body_util::{BodyExt, Full};
-use hyper::Request;
-use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, DeleteParams, ListParams, PostParams, WatchEvent, WatchParams};
+
+use harness::{Connection, KEY, percentile};
 
 /// Sandbox Pods in the cache for the last load step (the first has 100).
 const PODS: usize = 1000;
@@ -44,7 +44,6 @@ const CONCURRENCY: usize = 32;
 const REQUESTS_PER_WORKER: usize = 400;
 /// Pod creations in flight while the cache is filled.
 const CREATE_CONCURRENCY: usize = 16;
-const KEY: &str = "bench-key";
 const IMAGE: &str = "berth-test/busybox:latest";
 /// Grace period of every delete (the server's `kubernetes.delete_grace_period_seconds` too).
 const GRACE_SECONDS: u32 = 1;
@@ -58,58 +57,17 @@ fn env_number(name: &str, default: usize) -> usize {
     })
 }
 
+/// `GET path`, which must answer 200, as JSON.
+async fn get_json(connection: &mut Connection, path: &str) -> serde_json::Value {
+    let (status, bytes) = connection.call("GET", path, None).await;
+    assert_eq!(status, 200, "{path}: {}", String::from_utf8_lossy(&bytes));
+    serde_json::from_slice(&bytes).unwrap()
+}
+
 /// Exits with `message` (before anything needs cleaning up).
 fn fail(message: String) -> ! {
     eprintln!("k8s_load: {message}");
     std::process::exit(1);
-}
-
-struct Connection {
-    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
-}
-
-impl Connection {
-    async fn open(address: &str) -> Self {
-        let stream = tokio::net::TcpStream::connect(address).await.unwrap();
-        stream.set_nodelay(true).unwrap();
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(connection);
-        Self { sender }
-    }
-
-    async fn call(
-        &mut self,
-        method: &str,
-        path: &str,
-        body: Option<&serde_json::Value>,
-    ) -> (u16, Bytes) {
-        let request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", "localhost")
-            .header("open-sandbox-api-key", KEY)
-            .header("content-type", "application/json")
-            .body(Full::new(
-                body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string())),
-            ))
-            .unwrap();
-        // The previous response is read; wait until the connection takes the next request.
-        self.sender.ready().await.unwrap();
-        let response = self.sender.send_request(request).await.unwrap();
-        let status = response.status().as_u16();
-        (
-            status,
-            response.into_body().collect().await.unwrap().to_bytes(),
-        )
-    }
-
-    async fn json(&mut self, path: &str) -> serde_json::Value {
-        let (status, bytes) = self.call("GET", path, None).await;
-        assert_eq!(status, 200, "{path}: {}", String::from_utf8_lossy(&bytes));
-        serde_json::from_slice(&bytes).unwrap()
-    }
 }
 
 /// The server's memory: (VmRSS, VmHWM) in KiB.
@@ -137,10 +95,6 @@ fn ms(d: Duration) -> f64 {
 
 fn mean(all: &[Duration]) -> Duration {
     all.iter().sum::<Duration>() / u32::try_from(all.len()).unwrap()
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
 /// Runs `CONCURRENCY` workers, each on its own keep-alive connection, calling `path_for(i)`
@@ -450,7 +404,7 @@ async fn until_cached(address: &str, count: usize) {
     let mut connection = Connection::open(address).await;
     let started = Instant::now();
     loop {
-        let page = connection.json("/v1/sandboxes?pageSize=1").await;
+        let page = get_json(&mut connection, "/v1/sandboxes?pageSize=1").await;
         let total = page["pagination"]["totalItems"].as_u64().unwrap();
         if total == count as u64 {
             return;

@@ -9,15 +9,15 @@
 
 #![allow(missing_docs, clippy::unwrap_used)] // A benchmark harness, not an API.
 
+mod harness;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::Request;
-use hyper_util::rt::TokioIo;
 
-const KEY: &str = "bench-key";
+use harness::{Connection, KEY, percentile, rss_kib};
+
 const IMAGE: &str = "berth-test/busybox:latest";
 const EXECD: &str = "berth-test/execd:latest";
 const AGENT_PORT: u16 = 44772;
@@ -32,68 +32,6 @@ struct Target {
     address: String,
     prefix: String,
     key: bool,
-}
-
-struct Connection {
-    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
-}
-
-impl Connection {
-    async fn open(address: &str) -> Self {
-        let stream = tokio::net::TcpStream::connect(address).await.unwrap();
-        stream.set_nodelay(true).unwrap();
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(connection);
-        Self { sender }
-    }
-
-    async fn call(&mut self, method: &str, path: &str, key: bool, body: Bytes) -> (u16, Bytes) {
-        let mut request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", "localhost");
-        if key {
-            request = request.header("open-sandbox-api-key", KEY);
-        }
-        if !body.is_empty() {
-            // API calls carry JSON; uploads to the agent, bytes.
-            let json = body.starts_with(b"{");
-            request = request.header(
-                "content-type",
-                if json {
-                    "application/json"
-                } else {
-                    "application/octet-stream"
-                },
-            );
-        }
-        let request = request.body(Full::new(body)).unwrap();
-        // The previous response is read; wait until the connection takes the next request.
-        self.sender.ready().await.unwrap();
-        let response = self.sender.send_request(request).await.unwrap();
-        let status = response.status().as_u16();
-        (
-            status,
-            response.into_body().collect().await.unwrap().to_bytes(),
-        )
-    }
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("VmRSS:")
-                .map(|v| v.trim().trim_end_matches(" kB").trim().parse().unwrap())
-        })
-        .unwrap()
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
 /// What one phase measured.
@@ -162,7 +100,7 @@ async fn load(
             for _ in 0..requests {
                 let t = Instant::now();
                 let (status, body) = connection
-                    .call(method, &path, target.key, upload.clone())
+                    .send(method, &path, target.key, upload.clone())
                     .await;
                 latencies.push(t.elapsed());
                 assert_eq!(status, 200, "{path}: {}", String::from_utf8_lossy(&body));
@@ -272,7 +210,7 @@ async fn main() {
     let body = serde_json::json!({"image": {"uri": IMAGE}, "entrypoint": ["sleep", "3600"],
         "timeout": 1800, "resourceLimits": {}});
     let (status, bytes) = api
-        .call("POST", "/v1/sandboxes", true, Bytes::from(body.to_string()))
+        .send("POST", "/v1/sandboxes", true, Bytes::from(body.to_string()))
         .await;
     assert_eq!(status, 202, "{}", String::from_utf8_lossy(&bytes));
     let id = serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()["id"]
@@ -280,7 +218,7 @@ async fn main() {
         .unwrap()
         .to_owned();
     let (status, bytes) = api
-        .call(
+        .send(
             "GET",
             &format!("/v1/sandboxes/{id}/endpoints/{AGENT_PORT}"),
             true,
@@ -308,7 +246,7 @@ async fn main() {
     loop {
         let (status, body) = Connection::open(&address)
             .await
-            .call(
+            .send(
                 "GET",
                 &format!("{}/ping", proxied.prefix),
                 true,
@@ -404,7 +342,7 @@ async fn main() {
 
     let (status, _) = Connection::open(&address)
         .await
-        .call("DELETE", &format!("/v1/sandboxes/{id}"), true, Bytes::new())
+        .send("DELETE", &format!("/v1/sandboxes/{id}"), true, Bytes::new())
         .await;
     assert_eq!(status, 204);
     drop(server);
