@@ -94,26 +94,7 @@ struct ServerGuard(std::process::Child, String, std::path::PathBuf);
 
 impl Drop for ServerGuard {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let _ = self.0.wait();
-        let filter = format!("label=berth.test-run={}", self.1);
-        if let Ok(out) = Command::new("docker")
-            .args(["ps", "-aq", "--filter", &filter])
-            .output()
-        {
-            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .map(str::to_owned)
-                .collect();
-            if !ids.is_empty() {
-                let _ = Command::new("docker")
-                    .args(["rm", "-f"])
-                    .args(&ids)
-                    .output();
-            }
-        }
+        harness::stop_and_remove_run(&mut self.0, &self.1);
         // Staging mounts of sandboxes a failed run could not delete: detach them (deepest first)
         // before anything removes the directory.
         let prefix = self.2.to_string_lossy().into_owned();

@@ -95,3 +95,29 @@ pub(crate) fn rss_kib(pid: u32) -> u64 {
 pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
+
+/// Stops `server` (SIGTERM, then waits) and removes the containers of run `run` (those labelled
+/// `berth.test-run=<run>`), also those a failed run could not delete.
+pub(crate) fn stop_and_remove_run(server: &mut std::process::Child, run: &str) {
+    use std::process::Command;
+    let _ = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status();
+    let _ = server.wait();
+    let filter = format!("label=berth.test-run={run}");
+    if let Ok(out) = Command::new("docker")
+        .args(["ps", "-aq", "--filter", &filter])
+        .output()
+    {
+        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        if !ids.is_empty() {
+            let _ = Command::new("docker")
+                .args(["rm", "-f"])
+                .args(&ids)
+                .output();
+        }
+    }
+}

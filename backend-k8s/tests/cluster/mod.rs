@@ -39,20 +39,23 @@ impl TestNamespace {
         test: &str,
         tweak: impl FnOnce(&mut KubernetesConfig),
     ) -> (Self, KubernetesRuntime) {
-        let path = kubeconfig();
-        let kubeconfig = kube::config::Kubeconfig::read_from(&path).unwrap_or_else(|e| {
-            panic!(
-                "no test cluster: cannot read {} ({e}); run `cargo xtask k8s-env up`",
-                path.display()
-            )
-        });
-        let config = kube::Config::from_custom_kubeconfig(
-            kubeconfig,
-            &kube::config::KubeConfigOptions::default(),
-        )
-        .await
-        .unwrap();
-        let client = kube::Client::try_from(config).unwrap();
+        let made = Self::created(test).await;
+        let mut runtime_config = KubernetesConfig::new(&made.name);
+        runtime_config.kubeconfig = Some(kubeconfig());
+        runtime_config.image_pull_policy = Some("Never".into());
+        runtime_config.start_timeout = Duration::from_secs(60);
+        runtime_config.delete_grace_period = Duration::from_secs(1);
+        runtime_config
+            .extra_labels
+            .insert("berth.test".into(), "1".into());
+        tweak(&mut runtime_config);
+        let runtime = KubernetesRuntime::connect(runtime_config).await.unwrap();
+        (made, runtime)
+    }
+
+    /// A new namespace labelled `berth.test=1` (deleted on drop).
+    async fn created(test: &str) -> Self {
+        let client = admin_client().await;
         let name = format!("berth-test-{test}-{}", std::process::id());
         let namespace: Namespace = serde_json::from_value(json!({
             "metadata": {"name": name, "labels": {"berth.test": "1"}}
@@ -62,17 +65,7 @@ impl TestNamespace {
             .create(&PostParams::default(), &namespace)
             .await
             .unwrap_or_else(|e| panic!("the test cluster does not answer: {e}"));
-        let mut runtime_config = KubernetesConfig::new(&name);
-        runtime_config.kubeconfig = Some(path);
-        runtime_config.image_pull_policy = Some("Never".into());
-        runtime_config.start_timeout = Duration::from_secs(60);
-        runtime_config.delete_grace_period = Duration::from_secs(1);
-        runtime_config
-            .extra_labels
-            .insert("berth.test".into(), "1".into());
-        tweak(&mut runtime_config);
-        let runtime = KubernetesRuntime::connect(runtime_config).await.unwrap();
-        (Self { name, client }, runtime)
+        Self { name, client }
     }
 
     pub(crate) fn pods(&self) -> Api<Pod> {
@@ -102,20 +95,10 @@ impl TestNamespace {
     /// A namespace of the test's own with no runtime on it (for a runtime the test makes
     /// itself); returns once its `default` ServiceAccount exists, so Pods can be posted at once.
     pub(crate) async fn empty(test: &str) -> Self {
-        let client = admin_client().await;
-        let name = format!("berth-test-{test}-{}", std::process::id());
-        let namespace: Namespace = serde_json::from_value(json!({
-            "metadata": {"name": name, "labels": {"berth.test": "1"}}
-        }))
-        .unwrap();
-        Api::<Namespace>::all(client.clone())
-            .create(&PostParams::default(), &namespace)
-            .await
-            .unwrap_or_else(|e| panic!("the test cluster does not answer: {e}"));
-        let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
-            Api::namespaced(client.clone(), &name);
         // Made first: dropped (namespace deleted) also when the wait below panics.
-        let made = Self { name, client };
+        let made = Self::created(test).await;
+        let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+            Api::namespaced(made.client.clone(), &made.name);
         for _ in 0..300 {
             if accounts.get_opt("default").await.unwrap().is_some() {
                 return made;
