@@ -214,6 +214,8 @@ pub struct DockerSection {
     pub publish_host: String,
     /// Container ports to publish.
     pub published_ports: Vec<u16>,
+    /// The server proxy connects to published ports, not to containers' addresses.
+    pub proxy_via_published_ports: bool,
     /// Capabilities dropped from sandboxes.
     pub drop_capabilities: Option<Vec<String>>,
     /// Process limit per sandbox.
@@ -233,6 +235,7 @@ impl Default for DockerSection {
             network_mode: "bridge".into(),
             publish_host: "127.0.0.1".into(),
             published_ports: Vec::new(),
+            proxy_via_published_ports: false,
             drop_capabilities: None,
             pids_limit: 4096,
             labels: std::collections::BTreeMap::new(),
@@ -649,6 +652,7 @@ impl Config {
         docker.network_mode = self.docker.network_mode.clone();
         docker.publish_host = self.docker.publish_host.clone();
         docker.published_ports = self.docker.published_ports.clone();
+        docker.proxy_via_published_ports = self.docker.proxy_via_published_ports;
         if let Some(caps) = &self.docker.drop_capabilities {
             docker.drop_capabilities = caps.clone();
         }

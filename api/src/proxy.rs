@@ -5,7 +5,7 @@
 //! Bodies stream both ways, frame by frame, never collected (uploads, server-sent events, long
 //! polls); an HTTP/1.1 `Upgrade` (WebSocket) is relayed byte for byte once both sides switched.
 //! Hop-by-hop headers are removed, `X-Forwarded-For/Proto/Host` added, and Berth's API key
-//! header never leaves the server. Where a sandbox's port is comes from `Runtime::endpoint`.
+//! header never leaves the server. Where a sandbox's port is comes from `Runtime::proxy_endpoint`.
 //!
 //! Connections to sandboxes are pooled per sandbox id and address: the pool key carries both,
 //! so when an address is reused by a later sandbox, no connection made for the earlier one
@@ -64,7 +64,7 @@ pub(crate) fn path_for_log(path: &str) -> String {
     }
 }
 
-/// How long a resolved sandbox address is reused before `Runtime::endpoint` is asked again
+/// How long a resolved sandbox address is reused before `Runtime::proxy_endpoint` is asked again
 /// (on Docker that can be an engine call; a sandbox keeps its address while it runs).
 const ADDRESS_TTL: Duration = Duration::from_secs(5);
 /// Most cached addresses; past it, stale ones are dropped, then all.
@@ -216,7 +216,7 @@ impl Proxy {
         {
             return Ok(hit.clone());
         }
-        let endpoint = state.runtime.endpoint(id, port).await?;
+        let endpoint = state.runtime.proxy_endpoint(id, port).await?;
         let address = socket_address(&endpoint.endpoint).await.map_err(|why| {
             ApiError::new(
                 ErrorCode::SandboxEndpointUnreachable,

@@ -17,6 +17,10 @@ pub struct DockerConfig {
     pub publish_host: String,
     /// Container ports published on `publish_host` (`docker.published_ports`).
     pub published_ports: Vec<u16>,
+    /// The server proxy connects to published ports rather than to containers' own addresses
+    /// (`docker.proxy_via_published_ports`): for a server that cannot route to the sandboxes'
+    /// network.
+    pub proxy_via_published_ports: bool,
     /// Capabilities dropped from every sandbox (`docker.drop_capabilities`).
     pub drop_capabilities: Vec<String>,
     /// Process limit per sandbox (`docker.pids_limit`).
@@ -80,6 +84,7 @@ impl DockerConfig {
             network_mode: "bridge".to_owned(),
             publish_host: "127.0.0.1".to_owned(),
             published_ports: Vec::new(),
+            proxy_via_published_ports: false,
             drop_capabilities: berth_core::runtime::DROPPED_CAPABILITIES
                 .map(str::to_owned)
                 .to_vec(),

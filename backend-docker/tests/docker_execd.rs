@@ -182,6 +182,20 @@ async fn the_agent_runs_beside_the_entrypoint_and_answers_through_the_endpoint()
     assert!(endpoint.starts_with("127.0.0.1:"), "{endpoint}");
     let (status, _) = wait_for_ping(endpoint.clone()).await.unwrap();
     assert_eq!(status, "HTTP/1.1 200 OK");
+    // The server proxy goes to the container's own address instead, past the engine's
+    // forwarder of published ports, and finds the same agent there.
+    let direct = env
+        .runtime()
+        .proxy_endpoint(&first.id, EXECD_PORT)
+        .await
+        .unwrap()
+        .endpoint;
+    let address = container["NetworkSettings"]["Networks"]["bridge"]["IPAddress"]
+        .as_str()
+        .unwrap();
+    assert_eq!(direct, format!("{address}:{EXECD_PORT}"));
+    let (status, _) = wait_for_ping(direct).await.unwrap();
+    assert_eq!(status, "HTTP/1.1 200 OK");
     let events = tokio::task::spawn_blocking(move || {
         let mut stream = TcpStream::connect(&endpoint).unwrap();
         stream

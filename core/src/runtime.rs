@@ -504,6 +504,18 @@ pub trait Runtime: Send + Sync {
     /// The `host:port` (no scheme) at which a port of the sandbox is reachable.
     async fn endpoint(&self, id: &SandboxId, port: u16) -> Result<wire::Endpoint, RuntimeError>;
 
+    /// Where the server proxy connects for a port of the sandbox. By default the endpoint
+    /// clients get; a runtime whose server can reach the sandbox with one hop fewer answers
+    /// that (Docker: the container's own address rather than the engine's port forwarder, which
+    /// would make every proxied request cross two relays).
+    async fn proxy_endpoint(
+        &self,
+        id: &SandboxId,
+        port: u16,
+    ) -> Result<wire::Endpoint, RuntimeError> {
+        self.endpoint(id, port).await
+    }
+
     /// What `create` would do, without any side effect.
     async fn render(&self, request: &CreateSandbox) -> Result<RenderedSandbox, RuntimeError>;
 }

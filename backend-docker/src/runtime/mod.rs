@@ -283,6 +283,14 @@ fn unreachable_id() -> SandboxId {
     SandboxId::new("invalid-stored-id").unwrap_or_else(|_| unreachable!("a constant DNS label"))
 }
 
+/// An endpoint without extra headers.
+fn address(host: &str, port: u16) -> wire::Endpoint {
+    wire::Endpoint {
+        endpoint: format!("{host}:{port}"),
+        headers: None,
+    }
+}
+
 #[async_trait]
 impl Runtime for DockerRuntime {
     fn capabilities(&self) -> Capabilities {
@@ -448,6 +456,41 @@ impl Runtime for DockerRuntime {
     }
 
     async fn endpoint(&self, id: &SandboxId, port: u16) -> Result<wire::Endpoint, RuntimeError> {
+        let stored = self.running_stored(id, port)?;
+        let host = &self.config.publish_host;
+        if let Some(host_port) = stored.ports.get(&port) {
+            return Ok(address(host, *host_port));
+        }
+        if self.config.network_mode == "host" {
+            return Ok(address(host, port));
+        }
+        self.container_endpoint(id, port).await
+    }
+
+    /// The container's own address on its network, where it has one and
+    /// `docker.proxy_via_published_ports` is off: a published port is served by the engine's
+    /// forwarder (`docker-proxy`), a second relay behind the server's.
+    async fn proxy_endpoint(
+        &self,
+        id: &SandboxId,
+        port: u16,
+    ) -> Result<wire::Endpoint, RuntimeError> {
+        if self.config.proxy_via_published_ports || self.config.network_mode == "host" {
+            return self.endpoint(id, port).await;
+        }
+        self.running_stored(id, port)?;
+        self.container_endpoint(id, port).await
+    }
+
+    async fn render(&self, request: &CreateSandbox) -> Result<RenderedSandbox, RuntimeError> {
+        self.render_sandbox(request).await
+    }
+}
+
+impl DockerRuntime {
+    /// The stored sandbox, if its container runs (or is paused): a port of anything else has
+    /// no endpoint.
+    fn running_stored(&self, id: &SandboxId, port: u16) -> Result<StoredSandbox, RuntimeError> {
         let stored = self.stored(id)?;
         let status = self.index.get(id.as_str()).map(|v| v.status);
         if !matches!(
@@ -460,19 +503,15 @@ impl Runtime for DockerRuntime {
                 detail: "the sandbox is not running".into(),
             });
         }
-        let host = &self.config.publish_host;
-        if let Some(host_port) = stored.ports.get(&port) {
-            return Ok(wire::Endpoint {
-                endpoint: format!("{host}:{host_port}"),
-                headers: None,
-            });
-        }
-        if self.config.network_mode == "host" {
-            return Ok(wire::Endpoint {
-                endpoint: format!("{host}:{port}"),
-                headers: None,
-            });
-        }
+        Ok(stored)
+    }
+
+    /// `port` at the container's address on its network (an engine call).
+    async fn container_endpoint(
+        &self,
+        id: &SandboxId,
+        port: u16,
+    ) -> Result<wire::Endpoint, RuntimeError> {
         let inspect = self
             .engine
             .bounded(
@@ -492,10 +531,7 @@ impl Runtime for DockerRuntime {
                     .find_map(|n| n.ip_address.clone().filter(|ip| !ip.is_empty()))
             });
         match ip {
-            Some(ip) => Ok(wire::Endpoint {
-                endpoint: format!("{ip}:{port}"),
-                headers: None,
-            }),
+            Some(ip) => Ok(address(&ip, port)),
             None => Err(RuntimeError::EndpointNotAvailable {
                 id: id.clone(),
                 port,
@@ -507,12 +543,6 @@ impl Runtime for DockerRuntime {
         }
     }
 
-    async fn render(&self, request: &CreateSandbox) -> Result<RenderedSandbox, RuntimeError> {
-        self.render_sandbox(request).await
-    }
-}
-
-impl DockerRuntime {
     async fn transition(
         &self,
         id: &SandboxId,

@@ -182,6 +182,19 @@ impl Runtime for Intercepted {
         self.around(Call::Endpoint, Some(id), self.inner.endpoint(id, port))
             .await
     }
+
+    async fn proxy_endpoint(
+        &self,
+        id: &SandboxId,
+        port: u16,
+    ) -> Result<wire::Endpoint, RuntimeError> {
+        self.around(
+            Call::Endpoint,
+            Some(id),
+            self.inner.proxy_endpoint(id, port),
+        )
+        .await
+    }
     async fn render(&self, request: &CreateSandbox) -> Result<RenderedSandbox, RuntimeError> {
         self.around(Call::Render, Some(&request.id), self.inner.render(request))
             .await
