@@ -5,7 +5,8 @@
 //!   per-session subPaths and host volumes included;
 //! - two servers on one namespace: exactly one reaps (the holder of the reaper's Lease), and
 //!   when it stops the other takes over;
-//! - concurrent metadata patches and renewals of one sandbox through both servers lose nothing.
+//! - concurrent metadata patches and renewals of one sandbox through both servers lose nothing;
+//! - the `berth` command: the README walkthrough as written, and the other commands on a Pod.
 //!
 //! Each test works in a namespace of its own labelled `berth.test=1`, deleted on drop with the
 //! volumes and host directories it made, also when the test panics. Servers log to a file in
@@ -750,6 +751,131 @@ async fn the_sdk_reaches_the_agent_of_a_pod_directly_and_through_the_proxy() {
         log.contains("/proxy/44772/ping"),
         "no health check through the proxy:\n{log}"
     );
+    assert_eq!(
+        server.terminate().await,
+        Some(0),
+        "no clean exit on SIGTERM"
+    );
+}
+
+/// Runs the `berth` command against `address`, isolated from the caller's settings; its exit
+/// code, standard output and standard error.
+fn berth(address: &str, config_dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let mut command = std::process::Command::new(common::berth_command());
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("BERTH_") || name.starts_with("OPEN_SANDBOX_") {
+            command.env_remove(&*name);
+        }
+    }
+    let out = command
+        .args(args)
+        .env("OPEN_SANDBOX_DOMAIN", address)
+        .env("OPEN_SANDBOX_API_KEY", KEY)
+        .env("BERTH_CLI_CONFIG", config_dir.join("berth.toml"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_berth_command_drives_a_kubernetes_server() {
+    let mut namespace = TestNamespace::new("cli").await;
+    // The README's claim, bound in advance to a volume of this test's namespace.
+    namespace.volume_for("sessions").await;
+    let mut server = Server::start(&namespace, "server", &[]);
+    server.healthy().await;
+    let (address, dir) = (server.address.clone(), namespace.dir.clone());
+
+    // The README's walkthrough, as written: a session's file outlives its Pod.
+    let output =
+        tokio::task::spawn_blocking(move || common::run_readme_blocks(&address, KEY, IMAGE, &dir))
+            .await
+            .unwrap();
+    assert!(output.contains("notes of session 7"), "{output}");
+    let note = std::fs::read_to_string(
+        namespace
+            .dir
+            .join("volumes/sessions/uid-1/session-7/notes.txt"),
+    )
+    .unwrap();
+    assert_eq!(note, "notes of session 7\n");
+
+    // The other commands, on a Pod.
+    let (address, dir) = (server.address.clone(), namespace.dir.clone());
+    let run = move |args: &[&str]| berth(&address, &dir, args);
+    let (code, id, err) = run(&[
+        "create",
+        "--image",
+        IMAGE,
+        "--timeout",
+        "10m",
+        "--cpu",
+        "50m",
+        "--memory",
+        "32Mi",
+        "--label",
+        "suite=cli",
+        "--",
+        "sleep",
+        "600",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let id = id.trim().to_owned();
+    let pods = namespace.pods().list(&ListParams::default()).await.unwrap();
+    assert_eq!(pods.items.len(), 1, "one Pod: the sandbox just made");
+
+    let (code, out, err) = run(&["get", &id, "-o", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let sandbox: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(sandbox["status"]["state"], "Running");
+    assert_eq!(sandbox["metadata"]["suite"], "cli");
+
+    let (code, out, err) = run(&["label", &id, "stage=review", "suite-"]);
+    assert_eq!((code, out.as_str()), (0, "stage=review\n"), "{err}");
+    let (code, _, err) = run(&["renew", &id, "--for", "2h"]);
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = run(&["get", &id, "-o", "json"]);
+    let renewed = expiry(&serde_json::from_str(&out).unwrap()).unwrap();
+    assert!(
+        renewed > Utc::now() + chrono::Duration::minutes(110),
+        "{out}"
+    );
+
+    // The direct endpoint is the Pod's address.
+    let (code, out, err) = run(&["endpoint", &id, "8000"]);
+    assert_eq!(code, 0, "{err}");
+    let pod_ip = namespace
+        .pods()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items[0]
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .unwrap();
+    assert_eq!(out, format!("{pod_ip}:8000\n"));
+
+    // A Pod cannot pause: the server's code, exit status 1.
+    let (code, _, err) = run(&["pause", &id]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("SANDBOX::UNSUPPORTED_FEATURE"), "{err}");
+
+    let (code, out, err) = run(&["ls", "--label", "stage=review"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.lines().nth(1).unwrap().starts_with(&id), "{out}");
+    let (code, out, err) = run(&["rm", "--label", "stage=review", "--yes"]);
+    assert_eq!((code, out.trim()), (0, id.as_str()), "{err}");
+    let (code, _, err) = run(&["get", &id]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("SANDBOX::NOT_FOUND"), "{err}");
+
     assert_eq!(
         server.terminate().await,
         Some(0),

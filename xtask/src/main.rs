@@ -171,6 +171,9 @@ fn runtime_features() -> Result<(), String> {
 fn test(extra: &[String]) -> Result<(), String> {
     test_image::ensure()?;
     sweep_test_leftovers();
+    if !extra.is_empty() {
+        build_both_commands()?;
+    }
     let mut args = vec!["test", "--workspace", "--all-features"];
     args.extend(extra.iter().map(String::as_str));
     let result = cargo(&args);
@@ -203,7 +206,23 @@ const CLUSTER_TESTS: &[(&str, &[&str])] = &[
     ("berth-api", &["k8s_servers"]),
 ];
 
+/// The `berth` command's tests start the server and the server's tests run the command, but
+/// cargo builds for a package's tests only that package's binaries: a whole-workspace run has
+/// both, a narrowed one (or the cluster tests alone) builds them first.
+fn build_both_commands() -> Result<(), String> {
+    cargo(&[
+        "build",
+        "-p",
+        "berth-api",
+        "-p",
+        "berth-cli",
+        "--all-features",
+        "--bins",
+    ])
+}
+
 fn cluster_tests() -> Result<(), String> {
+    build_both_commands()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     for (package, tests) in CLUSTER_TESTS {
         let mut command = Command::new(&cargo);

@@ -233,3 +233,83 @@ pub fn require_docker(images: &[&str]) {
         );
     }
 }
+
+/// The `berth` command. Cargo hands a package's tests only that package's binaries, so this
+/// one is found beside the server in the target directory (`cargo xtask test` builds it).
+pub fn berth_command() -> PathBuf {
+    let berth = Path::new(env!("CARGO_BIN_EXE_berth-server")).with_file_name("berth");
+    assert!(
+        berth.exists(),
+        "{} is missing: cargo build -p berth-cli --bin berth",
+        berth.display()
+    );
+    berth
+}
+
+/// The shell blocks of a Markdown text fenced as ```` ```sh tested ````, in order.
+pub fn tested_blocks(markdown: &str) -> Vec<String> {
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in markdown.lines() {
+        match &mut current {
+            None if line.trim_end() == "```sh tested" => current = Some(String::new()),
+            Some(block) if line.trim_end() == "```" => {
+                blocks.push(std::mem::take(block));
+                current = None;
+            }
+            Some(block) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            None => {}
+        }
+    }
+    assert!(current.is_none(), "a ```sh tested block is not closed");
+    blocks
+}
+
+/// Runs the README's tested blocks with `bash -euo pipefail`, the `berth` command first on
+/// `PATH`, against the server at `address` with `key`, `IMAGE` set to `image`; their output.
+pub fn run_readme_blocks(address: &str, key: &str, image: &str, config_dir: &Path) -> String {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .unwrap();
+    let blocks = tested_blocks(&readme);
+    assert!(!blocks.is_empty(), "the README has no tested block");
+    let bin = berth_command().parent().unwrap().to_owned();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut output = String::new();
+    for block in blocks {
+        let mut command = Command::new("bash");
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if name.starts_with("BERTH_") || name.starts_with("OPEN_SANDBOX_") {
+                command.env_remove(&*name);
+            }
+        }
+        let out = command
+            .args(["-euo", "pipefail", "-c", &block])
+            .env("PATH", &path)
+            .env("OPEN_SANDBOX_DOMAIN", address)
+            .env("OPEN_SANDBOX_API_KEY", key)
+            .env("BERTH_CLI_CONFIG", config_dir.join("berth.toml"))
+            .env("IMAGE", image)
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(
+            out.status.success(),
+            "README block failed ({}):\n{block}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+            out.status
+        );
+        output.push_str(&stdout);
+    }
+    output
+}
