@@ -139,7 +139,10 @@ pub enum Command {
     #[command(after_help = VALIDATE_EXAMPLES)]
     Validate(ValidateArgs),
     /// Read or write the configuration file.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  berth config set server https://berth.example\n  berth config get server"
+    )]
     Config(ConfigCommand),
     /// Print a shell completion script.
     #[command(after_help = "Example:\n  berth completions bash > /etc/bash_completion.d/berth")]
@@ -156,10 +159,13 @@ const CREATE_EXAMPLES: &str = "\
 Examples:
   berth create --image python:3.12 --timeout 1h -- sleep infinity
   berth create --image python:3.12 --cpu 500m --memory 512Mi --env MODE=dev --label user=u1 \\
-      --volume type=pvc,claim=sessions,target=/workspace,subpath=uid-1/session-7
-  berth create --image busybox --volume type=host,source=/data/skills,target=/skills,readonly
+      --volume type=pvc,claim=sessions,target=/workspace,subpath=uid-1/session-7 \\
+      -- python -m http.server
+  berth create --image busybox --volume type=host,source=/data/skills,target=/skills,readonly \\
+      -- sleep infinity
   OSS_SECRET=... berth create --image busybox \\
-      --volume type=ossfs,bucket=my-bucket,endpoint=oss.example,target=/mnt/oss,access-key-id=AK,secret-env=OSS_SECRET
+      --volume type=ossfs,bucket=my-bucket,endpoint=oss.example,target=/mnt/oss,access-key-id=AK,secret-env=OSS_SECRET \\
+      -- sleep infinity
   berth create --file request.yaml --dry-run -o yaml
 
 --volume takes comma-separated key=value pairs, as Docker's --mount (quote a value holding a
@@ -371,11 +377,13 @@ pub enum ConfigCommand {
         reveal: bool,
     },
     /// Remove a key.
+    #[command(after_help = "Example:\n  berth config unset api-key")]
     Unset {
         /// `server`, `api-key` or `request-timeout`.
         key: ConfigKey,
     },
     /// Print where the configuration file is.
+    #[command(after_help = "Example:\n  berth config path")]
     Path,
 }
 
@@ -428,5 +436,65 @@ pub fn parse_pair(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
         _ => Err(format!("{text:?} is not KEY=VALUE")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// Every subcommand, at any depth, shows at least one example in its `--help`.
+    #[test]
+    fn every_subcommand_has_examples() {
+        fn check(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for sub in command.get_subcommands() {
+                let path = format!("{path} {}", sub.get_name());
+                let help = sub
+                    .get_after_help()
+                    .map(|h| h.to_string())
+                    .unwrap_or_default();
+                if !help.contains("Example") {
+                    missing.push(path.clone());
+                }
+                check(sub, &path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        check(&Cli::command(), "berth", &mut missing);
+        assert!(missing.is_empty(), "no examples: {missing:?}");
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_times_and_pairs_parse_with_clear_errors() {
+        assert_eq!(parse_duration("1h30m").unwrap().as_secs(), 5400);
+        assert!(
+            parse_duration("0s")
+                .unwrap_err()
+                .contains("longer than zero")
+        );
+        assert!(
+            parse_duration("soon")
+                .unwrap_err()
+                .contains("30s, 5m or 1h30m")
+        );
+        assert_eq!(parse_timeout("NONE").unwrap(), Timeout::Never);
+        assert_eq!(
+            parse_time("2026-12-01T19:00:00+01:00")
+                .unwrap()
+                .to_rfc3339(),
+            "2026-12-01T18:00:00+00:00"
+        );
+        assert!(parse_time("tomorrow").unwrap_err().contains("RFC 3339"));
+        let in_an_hour = parse_expiry("1h").unwrap() - chrono::Utc::now();
+        assert!((3590..=3600).contains(&in_an_hour.num_seconds()));
+        assert_eq!(parse_pair("a=b=c").unwrap(), ("a".into(), "b=c".into()));
+        assert!(parse_pair("=b").is_err() && parse_pair("ab").is_err());
     }
 }

@@ -95,7 +95,7 @@ pub enum ClientError {
         reason: String,
     },
     /// The server did not answer within the client's timeout.
-    #[error("no answer from {server} within {}; raise --timeout or check the server", humantime::format_duration(*after))]
+    #[error("no answer from {server} within {}; raise --request-timeout or check the server", humantime::format_duration(*after))]
     Timeout {
         /// The server's base URL.
         server: String,

@@ -74,22 +74,6 @@ fn client_status(error: &ClientError) -> u8 {
     }
 }
 
-/// How a failure is shown: the server's code first when it sent one, so it can be searched.
-pub fn describe(error: &CommandError) -> String {
-    match error {
-        CommandError::Client(ClientError::Api { code, message, .. }) => {
-            let mut text = format!("{code}: {message}");
-            if code.contains("API_KEY") {
-                text.push_str(
-                    "\n(set the key with OPEN_SANDBOX_API_KEY or `berth config set api-key`)",
-                );
-            }
-            text
-        }
-        other => other.to_string(),
-    }
-}
-
 /// Runs the parsed command line; the result's status is the process's exit status.
 pub async fn run(cli: Cli) -> Result<(), CommandError> {
     let Cli {
@@ -100,8 +84,10 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
         Command::Validate(args) => validate(&args),
         Command::Config(command) => configure(&connection, command),
         Command::Completions { shell } => {
-            let mut command = Cli::command();
-            clap_complete::generate(shell, &mut command, "berth", &mut std::io::stdout());
+            // Into a buffer first: clap_complete panics on a write error (`| head`).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "berth", &mut script);
+            write_out(&String::from_utf8_lossy(&script));
             Ok(())
         }
         Command::Man => {
@@ -369,9 +355,21 @@ async fn list(client: &Client, args: LsArgs) -> Result<(), CommandError> {
     };
     let now = chrono::Utc::now();
     if args.all {
+        // Every page as one listing, so scripts read one shape whether or not --all is given.
         let items = client.list_all(&query).await?;
-        return print(&items, args.output.output, || {
-            output::sandbox_table(&items, now)
+        let count = items.len();
+        let listing = wire::ListSandboxesResponse {
+            items,
+            pagination: wire::PaginationInfo {
+                page: 1,
+                page_size: u32::try_from(count).unwrap_or(u32::MAX),
+                total_items: count as u64,
+                total_pages: 1,
+                has_next_page: false,
+            },
+        };
+        return print(&listing, args.output.output, || {
+            output::sandbox_table(&listing.items, now)
         });
     }
     let page = client.list(&query).await?;
@@ -418,7 +416,7 @@ async fn remove(client: &Client, args: RmArgs) -> Result<(), CommandError> {
             Err(e) => {
                 failed += 1;
                 worst = worst.max(client_status(&e));
-                eprintln!("berth: {id}: {}", describe(&CommandError::Client(e)));
+                eprintln!("berth: {id}: {e}");
             }
         }
     }
@@ -437,14 +435,14 @@ async fn remove(client: &Client, args: RmArgs) -> Result<(), CommandError> {
 fn confirm(chosen: &[wire::Sandbox]) -> Result<(), CommandError> {
     if !std::io::stdin().is_terminal() {
         return Err(CommandError::Usage(format!(
-            "{} sandboxes match; not on a terminal, so nobody can confirm: add --yes",
-            chosen.len()
+            "{} match; not on a terminal, so nobody can confirm: add --yes",
+            sandboxes(chosen.len())
         )));
     }
     eprint!(
-        "{}Delete these {} sandboxes? [y/N] ",
+        "{}Delete {}? [y/N] ",
         output::sandbox_table(chosen, chrono::Utc::now()),
-        chosen.len()
+        sandboxes(chosen.len())
     );
     let mut answer = String::new();
     std::io::stdin()
@@ -454,6 +452,13 @@ fn confirm(chosen: &[wire::Sandbox]) -> Result<(), CommandError> {
         Ok(())
     } else {
         Err(CommandError::Usage("nothing deleted".into()))
+    }
+}
+
+fn sandboxes(count: usize) -> String {
+    match count {
+        1 => "1 sandbox".to_owned(),
+        n => format!("{n} sandboxes"),
     }
 }
 

@@ -26,7 +26,7 @@ fn main() -> ExitCode {
         Err(error) => {
             // `validate` and `rm` have printed each failure already.
             if !matches!(error, commands::CommandError::Partly { .. }) {
-                eprintln!("berth: {}", commands::describe(&error));
+                eprintln!("berth: {error}");
             }
             ExitCode::from(error.exit_status())
         }
