@@ -827,8 +827,10 @@ async fn the_berth_command_drives_a_kubernetes_server() {
     ]);
     assert_eq!(code, 0, "{err}");
     let id = id.trim().to_owned();
-    let pods = namespace.pods().list(&ListParams::default()).await.unwrap();
-    assert_eq!(pods.items.len(), 1, "one Pod: the sandbox just made");
+    // Its Pod (the walkthrough's may still be going, a Pod's deletion takes its grace period).
+    let selector = ListParams::default().labels(&format!("opensandbox.io/id={id}"));
+    let pods = namespace.pods().list(&selector).await.unwrap();
+    assert_eq!(pods.items.len(), 1, "one Pod for sandbox {id}");
 
     let (code, out, err) = run(&["get", &id, "-o", "json"]);
     assert_eq!(code, 0, "{err}");
@@ -850,12 +852,7 @@ async fn the_berth_command_drives_a_kubernetes_server() {
     // The direct endpoint is the Pod's address.
     let (code, out, err) = run(&["endpoint", &id, "8000"]);
     assert_eq!(code, 0, "{err}");
-    let pod_ip = namespace
-        .pods()
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items[0]
+    let pod_ip = namespace.pods().list(&selector).await.unwrap().items[0]
         .status
         .as_ref()
         .and_then(|s| s.pod_ip.clone())
@@ -872,9 +869,21 @@ async fn the_berth_command_drives_a_kubernetes_server() {
     assert!(out.lines().nth(1).unwrap().starts_with(&id), "{out}");
     let (code, out, err) = run(&["rm", "--label", "stage=review", "--yes"]);
     assert_eq!((code, out.trim()), (0, id.as_str()), "{err}");
-    let (code, _, err) = run(&["get", &id]);
-    assert_eq!(code, 1, "{err}");
-    assert!(err.contains("SANDBOX::NOT_FOUND"), "{err}");
+    // The Pod goes within its grace period; until then the sandbox is seen going, never
+    // running.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (code, out, err) = run(&["get", &id, "-o", "json"]);
+        if code == 1 {
+            assert!(err.contains("SANDBOX::NOT_FOUND"), "{err}");
+            break;
+        }
+        assert_eq!(code, 0, "{err}");
+        let state = serde_json::from_str::<Value>(&out).unwrap()["status"]["state"].clone();
+        assert_eq!(state, "Stopping", "{out}");
+        assert!(Instant::now() < deadline, "{id} still there after 60 s");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 
     assert_eq!(
         server.terminate().await,
