@@ -172,7 +172,8 @@ Examples:
 comma: \"path=\"\"/a,b\"\"\"). Keys: type (pvc|host|nfs|ossfs), name, target, subpath, readonly;
 pvc: claim, create, delete-on-termination, storage-class, size, access-mode; host: source;
 nfs: server, path, nfs-opt; ossfs: bucket, endpoint, version, ossfs-opt, access-key-id or
-access-key-id-env, secret-env or secret-file (a secret is never taken on the command line).";
+access-key-id-env, secret-env or secret-file (without them: OSS_ACCESS_KEY_ID and
+OSS_ACCESS_KEY_SECRET from the environment; a secret is never taken on the command line).";
 
 const LS_EXAMPLES: &str = "\
 Examples:

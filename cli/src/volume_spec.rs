@@ -45,9 +45,9 @@
 //! | `endpoint` | | ossfs | endpoint host name (**required**) | `ossfs.endpoint` |
 //! | `version` | | ossfs | `1.0` or `2.0` | `ossfs.version` |
 //! | `ossfs-opt` | | ossfs | allowlisted mount option, e.g. `kernel_cache`; repeatable, in order | `ossfs.options[]` |
-//! | `access-key-id` | | ossfs | the access key id (this or `access-key-id-env` is **required**) | `ossfs.accessKeyId` |
+//! | `access-key-id` | | ossfs | the access key id (neither this nor `access-key-id-env`: from `OSS_ACCESS_KEY_ID`) | `ossfs.accessKeyId` |
 //! | `access-key-id-env` | | ossfs | environment variable holding the access key id | `ossfs.accessKeyId` |
-//! | `secret-env` | | ossfs | environment variable holding the access key secret (this or `secret-file` is **required**) | `ossfs.accessKeySecret` |
+//! | `secret-env` | | ossfs | environment variable holding the access key secret (neither this nor `secret-file`: `OSS_ACCESS_KEY_SECRET`) | `ossfs.accessKeySecret` |
 //! | `secret-file` | | ossfs | file holding the access key secret (one trailing newline ignored) | `ossfs.accessKeySecret` |
 //!
 //! Only `access-mode`, `nfs-opt` and `ossfs-opt` may be given more than once; an alias counts as
@@ -90,6 +90,11 @@ use berth_core::wire;
 
 /// Most characters of a volume name (a DNS label).
 const MAX_NAME_LEN: usize = 63;
+
+/// The variable an ossfs access key id is read from when no key names one.
+pub const DEFAULT_ACCESS_KEY_ID_ENV: &str = "OSS_ACCESS_KEY_ID";
+/// The variable an ossfs access key secret is read from when no key names one.
+pub const DEFAULT_SECRET_ENV: &str = "OSS_ACCESS_KEY_SECRET";
 
 /// The name used when a target leaves nothing to derive one from (e.g. `/`).
 const FALLBACK_NAME: &str = "volume";
@@ -802,13 +807,20 @@ impl FromStr for VolumeSpec {
             VolumeBackendKind::Ossfs => {
                 let bucket = fields.required(Key::Bucket, kind)?;
                 let endpoint = fields.required(Key::Endpoint, kind)?;
-                let access_key_id = match fields.text(Key::AccessKeyIdEnv) {
-                    Some(var) => AccessKeyId::Env(var),
-                    None => AccessKeyId::Value(fields.required(Key::AccessKeyId, kind)?),
+                // Without a key naming them, the credentials come from the variables Alibaba
+                // Cloud's own tools read.
+                let access_key_id = match (
+                    fields.text(Key::AccessKeyIdEnv),
+                    fields.text(Key::AccessKeyId),
+                ) {
+                    (Some(var), _) => AccessKeyId::Env(var),
+                    (None, Some(id)) => AccessKeyId::Value(id),
+                    (None, None) => AccessKeyId::Env(DEFAULT_ACCESS_KEY_ID_ENV.to_owned()),
                 };
-                let secret = match fields.text(Key::SecretFile) {
-                    Some(path) => SecretRef::File(path),
-                    None => SecretRef::Env(fields.required(Key::SecretEnv, kind)?),
+                let secret = match (fields.text(Key::SecretFile), fields.text(Key::SecretEnv)) {
+                    (Some(path), _) => SecretRef::File(path),
+                    (None, Some(var)) => SecretRef::Env(var),
+                    (None, None) => SecretRef::Env(DEFAULT_SECRET_ENV.to_owned()),
                 };
                 VolumeBackend::Ossfs(OssfsSpec {
                     bucket,

@@ -593,16 +593,6 @@ fn required_keys_are_named_with_what_to_write() {
             "endpoint",
             "endpoint=HOST",
         ),
-        (
-            "bucket=bkt,endpoint=e,secret-env=S,target=/a",
-            "access-key-id",
-            "access-key-id=ID or access-key-id-env=VAR",
-        ),
-        (
-            "bucket=bkt,endpoint=e,access-key-id=i,target=/a",
-            "secret-env",
-            "secret-env=VAR or secret-file=PATH",
-        ),
     ] {
         let e = error(spec);
         assert!(
@@ -1394,4 +1384,29 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn ossfs_credentials_default_to_the_usual_variables() {
+    let spec = parse("type=ossfs,bucket=my-bucket,endpoint=e,target=/o");
+    let VolumeBackend::Ossfs(ossfs) = &spec.backend else {
+        panic!("not ossfs: {spec:?}")
+    };
+    assert_eq!(
+        ossfs.access_key_id,
+        AccessKeyId::Env("OSS_ACCESS_KEY_ID".into())
+    );
+    assert_eq!(ossfs.secret, SecretRef::Env("OSS_ACCESS_KEY_SECRET".into()));
+    // Written out when shown, so the spec says where its credentials come from.
+    assert_eq!(
+        spec.to_string(),
+        "type=ossfs,bucket=my-bucket,endpoint=e,target=/o,access-key-id-env=OSS_ACCESS_KEY_ID,secret-env=OSS_ACCESS_KEY_SECRET"
+    );
+    // Only the one not named falls back.
+    let spec = parse("type=ossfs,bucket=my-bucket,endpoint=e,target=/o,access-key-id=AK");
+    let VolumeBackend::Ossfs(ossfs) = &spec.backend else {
+        panic!("not ossfs: {spec:?}")
+    };
+    assert_eq!(ossfs.access_key_id, AccessKeyId::Value("AK".into()));
+    assert_eq!(ossfs.secret, SecretRef::Env("OSS_ACCESS_KEY_SECRET".into()));
 }
