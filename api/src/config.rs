@@ -125,6 +125,10 @@ pub struct ServerConfig {
     pub request_deadline_seconds: u64,
     /// Longest shutdown waits for open connections and calls in flight.
     pub shutdown_timeout_seconds: u64,
+    /// Longest a client may take to send a request's headers, from the connection's start.
+    pub header_read_timeout_seconds: u64,
+    /// Most client connections open at once; past it new ones are closed at once.
+    pub max_connections: usize,
     /// The server's address as clients reach it (`https://berth.example.com`, optionally with a
     /// path prefix), for the proxy endpoints `endpoints` returns; unset: the request's `Host`.
     pub public_url: Option<String>,
@@ -145,6 +149,8 @@ impl Default for ServerConfig {
             log_level: "info".into(),
             request_deadline_seconds: 600,
             shutdown_timeout_seconds: 30,
+            header_read_timeout_seconds: 30,
+            max_connections: 10_000,
             public_url: None,
             route_signing_keys: Vec::new(),
         }
@@ -403,6 +409,16 @@ impl Config {
             1..=3600,
         )?;
         in_range(
+            "server.header_read_timeout_seconds",
+            self.server.header_read_timeout_seconds,
+            1..=3600,
+        )?;
+        in_range(
+            "server.max_connections",
+            self.server.max_connections as u64,
+            1..=1_000_000,
+        )?;
+        in_range(
             "docker.engine_timeout_seconds",
             self.docker.engine_timeout_seconds,
             1..=3600,
@@ -641,6 +657,15 @@ impl Config {
     /// `server.shutdown_timeout_seconds`.
     pub const fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.server.shutdown_timeout_seconds)
+    }
+
+    /// The bounds on client connections (`server.header_read_timeout_seconds`,
+    /// `server.max_connections`).
+    pub const fn serve_options(&self) -> crate::serve::ServeOptions {
+        crate::serve::ServeOptions {
+            header_read_timeout: Duration::from_secs(self.server.header_read_timeout_seconds),
+            max_connections: self.server.max_connections,
+        }
     }
 
     /// The Docker runtime's settings.
@@ -951,6 +976,16 @@ mod tests {
                 "BERTH_SERVER__SHUTDOWN_TIMEOUT_SECONDS",
                 "3601",
                 "server.shutdown_timeout_seconds",
+            ),
+            (
+                "BERTH_SERVER__HEADER_READ_TIMEOUT_SECONDS",
+                "0",
+                "server.header_read_timeout_seconds",
+            ),
+            (
+                "BERTH_SERVER__MAX_CONNECTIONS",
+                "0",
+                "server.max_connections",
             ),
             (
                 "BERTH_DOCKER__ENGINE_TIMEOUT_SECONDS",

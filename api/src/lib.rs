@@ -17,6 +17,7 @@ pub mod openapi;
 pub mod proxy;
 pub mod reaper;
 pub mod route_signing;
+pub mod serve;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

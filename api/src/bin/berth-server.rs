@@ -116,26 +116,23 @@ async fn serve(config: Config) -> ExitCode {
             stopping.cancel();
         }
     });
-    // The peer address feeds the proxy's X-Forwarded-For.
-    let app = router(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let server =
-        axum::serve(listener, app).with_graceful_shutdown(stopping.clone().cancelled_owned());
+    let server = berth_api::serve::serve(
+        listener,
+        router(state.clone()),
+        config.serve_options(),
+        stopping.clone(),
+    );
     // A connection that never finishes must not hold the shutdown past the bound.
-    let served = tokio::select! {
-        served = server => served,
+    tokio::select! {
+        () = server => {}
         () = async { stopping.cancelled().await; tokio::time::sleep(bound).await } => {
             tracing::warn!(
                 shutdown_timeout_seconds = bound.as_secs(),
                 "shutdown: connections still open at server.shutdown_timeout_seconds; closing them"
             );
-            Ok(())
         }
-    };
-    reaper.abort();
-    if let Err(e) = served {
-        eprintln!("berth-server: {e}");
-        return ExitCode::FAILURE;
     }
+    reaper.abort();
     // Mutating calls run detached from their connections: they get what is left of the bound.
     let left = bound.saturating_sub(signalled_at.get().map_or(Duration::ZERO, Instant::elapsed));
     let finished = state.finish_in_flight(left).await;
