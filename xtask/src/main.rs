@@ -10,7 +10,9 @@
 //! - `k8s-env`: a real single-node Kubernetes for the Kubernetes runtime's tests (`k8s_env`).
 //! - `test-k8s`: brings that cluster up (and leaves it up) and runs the Kubernetes runtime's
 //!   cluster tests; `test` runs them too, on a cluster it takes down afterwards.
+//! - `harden <name>`: fuzzing and the other proofs under hostile input (`harden`).
 
+mod harden;
 mod k8s_env;
 mod test_image;
 
@@ -26,9 +28,10 @@ fn main() -> ExitCode {
         Some("openapi") => openapi(),
         Some("k8s-env") => k8s_env::main(&args[1..]),
         Some("test-k8s") => test_k8s(),
+        Some("harden") => harden::main(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | test [cargo test args] | bench [k8s] | test-image | openapi | k8s-env | test-k8s>"
+                "usage: cargo xtask <ci | test [cargo test args] | bench [k8s] | test-image | openapi | k8s-env | test-k8s | harden>"
             );
             return ExitCode::from(2);
         }

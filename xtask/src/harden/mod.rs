@@ -1,0 +1,79 @@
+//! `cargo xtask harden <name> [--seconds N]`: the repeatable proofs under hostile input, each
+//! bounded in time (`--seconds`, per target where a command has several). CI runs each with its
+//! small bound (`harden all --small`).
+//!
+//! - `fuzz`: the fuzz targets in `fuzz/` (cargo-fuzz, libFuzzer without sanitizers, on the
+//!   stable toolchain); their corpora are kept in `fuzz/corpus/` and replayed first.
+//! - `api-fuzz`: schemathesis against `/openapi.json` of a real server on the real engine.
+
+mod api_fuzz;
+mod fuzz;
+
+/// How long a command may run.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Bound {
+    /// Seconds, per target where a command has several.
+    pub(crate) seconds: u64,
+}
+
+/// The commands, each with the bound CI gives it.
+const COMMANDS: &[(&str, u64)] = &[
+    ("fuzz", fuzz::SMALL_SECONDS),
+    ("api-fuzz", api_fuzz::SMALL_SECONDS),
+];
+
+pub(crate) fn main(args: &[String]) -> Result<(), String> {
+    let usage = || {
+        let names: Vec<&str> = COMMANDS.iter().map(|(name, _)| *name).collect();
+        format!(
+            "usage: cargo xtask harden <{} | all> [--seconds N | --small]",
+            names.join(" | ")
+        )
+    };
+    let Some((name, rest)) = args.split_first() else {
+        return Err(usage());
+    };
+    let mut seconds = None;
+    let mut small = false;
+    let mut it = rest.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--small" => small = true,
+            "--seconds" => {
+                let value = it.next().ok_or_else(usage)?;
+                seconds = Some(
+                    value
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|s| *s > 0)
+                        .ok_or_else(|| format!("--seconds {value}: a number of seconds above 0"))?,
+                );
+            }
+            _ => return Err(usage()),
+        }
+    }
+    let chosen: Vec<(&str, u64)> = COMMANDS
+        .iter()
+        .copied()
+        .filter(|(command, _)| name == "all" || name == command)
+        .collect();
+    if chosen.is_empty() {
+        return Err(usage());
+    }
+    for (command, small_seconds) in chosen {
+        let bound = Bound {
+            seconds: match (seconds, small) {
+                (Some(s), _) => s,
+                (None, true) => small_seconds,
+                (None, false) => 600,
+            },
+        };
+        eprintln!("xtask: harden {command} ({} s)", bound.seconds);
+        match command {
+            "fuzz" => fuzz::run(bound)?,
+            "api-fuzz" => api_fuzz::run(bound)?,
+            _ => unreachable!("every command is matched"),
+        }
+    }
+    Ok(())
+}
