@@ -585,6 +585,12 @@ fn configure(connection: &Connection, command: ConfigCommand) -> Result<(), Comm
             Ok(())
         }
         ConfigCommand::Get { key, reveal } => {
+            if reveal && key != ConfigKey::ApiKey {
+                return Err(CommandError::Usage(format!(
+                    "--reveal is for api-key; {} is never masked",
+                    key_name(key)
+                )));
+            }
             let settings = Settings::load(&path)?;
             let value = match key {
                 ConfigKey::Server => settings.server,

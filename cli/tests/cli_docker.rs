@@ -1230,6 +1230,12 @@ fn the_configuration_file_and_its_precedence() {
         ok(berth_with_config(&config).args(["config", "get", "api-key", "--reveal"])),
         format!("{key}\n")
     );
+    // --reveal means something only for the key: elsewhere it is refused, not ignored.
+    let (_, stderr) = fails(
+        berth_with_config(&config).args(["config", "get", "server", "--reveal"]),
+        2,
+    );
+    assert!(stderr.contains("--reveal is for api-key"), "{stderr}");
     assert_eq!(
         ok(berth_with_config(&config).args(["config", "path"])),
         format!("{}\n", config.display())
