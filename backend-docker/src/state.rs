@@ -47,6 +47,7 @@ pub enum ExpiryClaim {
 /// The state a sandbox is in, from its create progress and its container's status.
 pub fn sandbox_state(phase: Phase, container: Option<ContainerStatus>) -> SandboxState {
     match (phase, container) {
+        (Phase::Deleting, _) => SandboxState::Stopping,
         (Phase::Creating, _) | (_, Some(ContainerStatus::Created)) => SandboxState::Pending,
         (_, Some(ContainerStatus::Running)) => SandboxState::Running,
         (_, Some(ContainerStatus::Paused)) => SandboxState::Paused,
@@ -282,6 +283,23 @@ impl SharedState {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_record_being_deleted_is_stopping_whatever_its_container_does() {
+        for container in [
+            None,
+            Some(ContainerStatus::Running),
+            Some(ContainerStatus::Exited {
+                code: 137,
+                oom_killed: false,
+            }),
+        ] {
+            assert_eq!(
+                sandbox_state(Phase::Deleting, container),
+                SandboxState::Stopping
+            );
+        }
+    }
+
     use std::collections::BTreeMap;
 
     use berth_core::runtime::ListSelection;

@@ -37,6 +37,9 @@ pub enum Phase {
     Creating,
     /// The container runs (or ran).
     Created,
+    /// A delete has begun (committed before the container is removed); a record still in
+    /// this phase at startup has its delete finished.
+    Deleting,
 }
 
 /// A named volume Berth created, identified by the nonce label it was created with.

@@ -113,6 +113,14 @@ impl Server {
         server
     }
 
+    /// Kills the server with SIGKILL, as a crash would, and leaves everything it made for the
+    /// next server started on the same state directory and run.
+    pub fn crash(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.run.clear();
+    }
+
     /// Sends SIGTERM.
     pub fn terminate(&self) {
         let status = Command::new("kill")
@@ -142,6 +150,10 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if self.run.is_empty() {
+            // Crashed on purpose: what it made is the next server's.
+            return;
+        }
         let containers = run_containers(&self.run);
         if !containers.is_empty() {
             let _ = Command::new("docker")
@@ -312,4 +324,35 @@ pub fn run_readme_blocks(address: &str, key: &str, image: &str, config_dir: &Pat
         output.push_str(&stdout);
     }
     output
+}
+
+/// One API call over a fresh connection (`Connection: close`), blocking; the status and the JSON
+/// body (`null` when there is none). `None` when the server cannot be reached or hangs up.
+pub fn call(
+    address: &str,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> Option<(u16, serde_json::Value)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .ok()?;
+    let body = body.map(ToString::to_string).unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).ok()?;
+    let response = String::from_utf8_lossy(&response);
+    let status = response.split(' ').nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    Some((
+        status,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    ))
 }

@@ -167,6 +167,12 @@ fn record_with(
         .map(|t| chrono::SubsecRound::trunc_subsecs(t, 3))
         .or(Some(stored.created_at));
     let status = match (stored.phase, view.map(|v| v.status)) {
+        (crate::store::Phase::Deleting, _) => SandboxStatus {
+            state: SandboxState::Stopping,
+            reason: Some("deleting".into()),
+            message: Some("the sandbox is being deleted".into()),
+            last_transition_at: at,
+        },
         (crate::store::Phase::Creating, _) | (_, Some(ContainerStatus::Created)) => {
             SandboxStatus::new(SandboxState::Pending, stored.created_at)
         }
@@ -246,6 +252,13 @@ impl DockerRuntime {
         id: &SandboxId,
         stored: &StoredSandbox,
     ) -> Result<(), RuntimeError> {
+        // The intent is committed first: a crash from here on is finished by the next start
+        // (`reconcile`), never left as a stopped container under a live record.
+        if stored.phase != crate::store::Phase::Deleting {
+            let mut deleting = stored.clone();
+            deleting.phase = crate::store::Phase::Deleting;
+            self.store.put(&deleting).await.map_err(store_error)?;
+        }
         self.remove_container(id).await?;
         self.index.remove(id.as_str());
         self.release_everything(stored).await
@@ -269,9 +282,51 @@ impl DockerRuntime {
         {
             Ok(()) => Ok(()),
             Err(e) if is_not_found(&e) => Ok(()),
+            // An earlier removal the engine still carries out (its client — this server before
+            // a crash — went away): done once the container is gone.
+            Err(e) if is_removal_in_progress(&e) => self.until_container_gone(id).await,
             Err(e) => Err(docker_error("removing container")(e)),
         }
     }
+
+    /// Waits (within the engine timeout) until the engine no longer knows `id`'s container.
+    async fn until_container_gone(&self, id: &SandboxId) -> Result<(), RuntimeError> {
+        let deadline = tokio::time::Instant::now() + self.config.engine_timeout;
+        loop {
+            let inspected = self
+                .engine
+                .bounded(
+                    "waiting for a container's removal",
+                    self.engine
+                        .docker
+                        .inspect_container(&container_name(id), None::<InspectContainerOptions>),
+                )
+                .await?;
+            match inspected {
+                Err(e) if is_not_found(&e) => return Ok(()),
+                Err(e) => return Err(docker_error("waiting for a container's removal")(e)),
+                Ok(_) if tokio::time::Instant::now() >= deadline => {
+                    return Err(RuntimeError::Internal {
+                        context: "removing container".into(),
+                        detail: format!(
+                            "the engine's removal of {} has not ended within docker.engine_timeout_seconds",
+                            container_name(id)
+                        ),
+                    });
+                }
+                Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            }
+        }
+    }
+}
+
+/// The engine's 409 for a container another request is already removing.
+fn is_removal_in_progress(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError { status_code: 409, message }
+            if message.contains("already in progress")
+    )
 }
 
 fn container_name_str(id: &str) -> String {

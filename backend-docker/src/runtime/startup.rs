@@ -397,11 +397,23 @@ impl DockerRuntime {
         };
         let mut known = BTreeSet::new();
         for record in &records {
-            if record.phase == Phase::Creating {
-                tracing::warn!(sandbox = %record.id, "reconcile: rolling back a create that did not finish");
-                self.rollback(record).await;
-            } else {
-                known.insert(record.id.clone());
+            match record.phase {
+                Phase::Creating => {
+                    tracing::warn!(sandbox = %record.id, "reconcile: rolling back a create that did not finish");
+                    self.rollback(record).await;
+                }
+                Phase::Deleting => {
+                    tracing::warn!(sandbox = %record.id, "reconcile: finishing a delete that did not finish");
+                    let id = SandboxId::new(&record.id).unwrap_or_else(|_| super::unreachable_id());
+                    if let Err(e) = self.delete_stored(&id, record).await {
+                        // Kept, still `Deleting`: a delete through the API retries it.
+                        tracing::error!(sandbox = %record.id, error = %e, "reconcile: the delete failed again");
+                        known.insert(record.id.clone());
+                    }
+                }
+                Phase::Created => {
+                    known.insert(record.id.clone());
+                }
             }
         }
         // This instance's containers with no finished record that never started.

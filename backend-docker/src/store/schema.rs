@@ -61,6 +61,9 @@ struct SandboxV1 {
 enum PhaseV1 {
     Creating,
     Created,
+    /// Added to format 1 later: present only while a delete runs, so only a crash mid-delete
+    /// leaves one for a server that predates it (which then refuses that record).
+    Deleting,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -162,6 +165,7 @@ impl From<&StoredSandbox> for SandboxV1 {
             phase: match s.phase {
                 Phase::Creating => PhaseV1::Creating,
                 Phase::Created => PhaseV1::Created,
+                Phase::Deleting => PhaseV1::Deleting,
             },
             image: s.image.clone(),
             platform: s.platform.map(|p| PlatformV1 {
@@ -199,6 +203,7 @@ impl TryFrom<SandboxV1> for StoredSandbox {
             phase: match s.phase {
                 PhaseV1::Creating => Phase::Creating,
                 PhaseV1::Created => Phase::Created,
+                PhaseV1::Deleting => Phase::Deleting,
             },
             image: s.image,
             platform: s.platform.map(|p| PlatformSpec {
