@@ -101,7 +101,7 @@ pub(crate) async fn create_sandbox(
     params(
         ("state" = Option<Vec<String>>, Query, description = "Repeatable; any of these states (case-insensitive)"),
         ("metadata" = Option<String>, Query, description = "URL-encoded k=v&k2=v2; all must match"),
-        ("page" = Option<u32>, Query, minimum = 1),
+        ("page" = Option<u32>, Query, minimum = 1, maximum = 2147483647),
         ("pageSize" = Option<u32>, Query, minimum = 1, maximum = 200)),
     responses(
         (status = 200, description = "A page of sandboxes", body = wire::ListSandboxesResponse),
@@ -330,17 +330,29 @@ pub(crate) async fn snapshots_not_implemented() -> ApiError {
 }
 
 /// Liveness and whether the runtime answers.
-#[utoipa::path(get, path = "/health", tag = "Server",
-    responses((status = 200, description = "Serving; the runtime answers"), (status = 503, description = "Serving; the runtime does not answer")))]
+#[utoipa::path(get, path = "/health", tag = "Server", security(()),
+    responses((status = 200, description = "Serving; the runtime answers", body = wire::HealthResponse),
+        (status = 503, description = "Serving; the runtime does not answer", body = wire::HealthResponse)))]
 pub(crate) async fn health(State(state): State<AppState>) -> Response {
-    match state.runtime.ping().await {
-        Ok(()) => (StatusCode::OK, Json(serde_json::json!({"status": "healthy", "runtime": "reachable"}))).into_response(),
+    let (status, health) = match state.runtime.ping().await {
+        Ok(()) => (
+            StatusCode::OK,
+            wire::HealthResponse {
+                status: "healthy".into(),
+                runtime: "reachable".into(),
+                message: None,
+            },
+        ),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({"status": "degraded", "runtime": "unreachable", "message": e.to_string()})),
-        )
-            .into_response(),
-    }
+            wire::HealthResponse {
+                status: "degraded".into(),
+                runtime: "unreachable".into(),
+                message: Some(e.to_string()),
+            },
+        ),
+    };
+    (status, Json(health)).into_response()
 }
 
 /// Prometheus metrics.

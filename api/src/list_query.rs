@@ -11,6 +11,8 @@ use crate::error::ApiError;
 
 /// Largest page.
 pub const MAX_PAGE_SIZE: u32 = 200;
+/// Largest page number: the spec's integers are 32-bit signed.
+pub const MAX_PAGE: u32 = i32::MAX as u32;
 
 /// A parsed list query.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,9 +76,15 @@ impl ListQuery {
                     }
                 }
                 "page" => {
-                    query.page = value.parse().ok().filter(|p| *p >= 1).ok_or_else(|| {
-                        invalid(format!("page: {value:?} is not a whole number ≥ 1"))
-                    })?;
+                    query.page = value
+                        .parse()
+                        .ok()
+                        .filter(|p| (1..=MAX_PAGE).contains(p))
+                        .ok_or_else(|| {
+                            invalid(format!(
+                                "page: {value:?} is not a whole number from 1 to {MAX_PAGE}"
+                            ))
+                        })?;
                 }
                 "pageSize" => {
                     query.page_size = value

@@ -5,12 +5,14 @@
 use axum::Json;
 use axum::response::IntoResponse;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::handlers;
 use berth_core::wire;
 
-/// The API key scheme of the spec.
+/// The API key scheme of the spec, and the answers every operation can give that no handler
+/// states: 401 without the key (where it is needed), 413 and 415 for a request body.
 struct ApiKeyAuth;
 
 impl Modify for ApiKeyAuth {
@@ -20,6 +22,48 @@ impl Modify for ApiKeyAuth {
             "apiKeyAuth",
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("OPEN-SANDBOX-API-KEY"))),
         );
+        let error = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorResponse")))
+                        .build(),
+                )
+                .build()
+        };
+        for item in openapi.paths.paths.values_mut() {
+            for operation in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.patch,
+                &mut item.delete,
+                &mut item.put,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let open = operation.security.as_ref().is_some_and(|s| {
+                    s.iter()
+                        .all(|r| r == &utoipa::openapi::security::SecurityRequirement::default())
+                });
+                let responses = &mut operation.responses.responses;
+                if !open {
+                    responses
+                        .entry("401".into())
+                        .or_insert_with(|| error("Missing or wrong API key").into());
+                }
+                if operation.request_body.is_some() {
+                    responses
+                        .entry("413".into())
+                        .or_insert_with(|| error("Body larger than 1 MiB").into());
+                    responses
+                        .entry("415".into())
+                        .or_insert_with(|| error("Body not sent as application/json").into());
+                }
+            }
+        }
     }
 }
 

@@ -459,6 +459,8 @@ async fn lists_filter_and_paginate() {
     );
     for bad in [
         "?page=0",
+        // The spec's integers are 32-bit.
+        "?page=2147483648",
         "?pageSize=201",
         "?pageSize=x",
         "?state=Bogus",

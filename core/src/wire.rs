@@ -677,6 +677,18 @@ pub struct ErrorResponse {
     pub message: String,
 }
 
+/// `GET /health` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct HealthResponse {
+    /// `healthy`, or `degraded` when the runtime does not answer.
+    pub status: String,
+    /// `reachable` or `unreachable`.
+    pub runtime: String,
+    /// Why the runtime does not answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
 /// `200` body of `POST /v1/sandboxes?dryRun=true`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
