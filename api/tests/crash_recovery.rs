@@ -70,6 +70,19 @@ impl Setup {
         })
     }
 
+    /// Creates `count` sandboxes of `suite` one after the other; their ids.
+    fn create_all(&self, server: &Server, suite: &str, count: usize) -> Vec<String> {
+        (0..count)
+            .map(|n| {
+                let body = self.create_body(suite, n);
+                let (status, body) =
+                    call(&server.address, "POST", "/v1/sandboxes", Some(&body)).unwrap();
+                assert_eq!(status, 202, "{body}");
+                body["id"].as_str().unwrap().to_owned()
+            })
+            .collect()
+    }
+
     /// Deletes what is left through `server`, then checks the run left nothing behind.
     fn finish(self, server: Server, suite: &str) {
         for id in listed(&server.address, suite) {
@@ -224,18 +237,7 @@ fn a_crash_during_20_concurrent_creates_leaves_each_sandbox_whole_or_gone() {
 fn renewals_patches_and_deletes_acknowledged_before_a_crash_survive_it() {
     let setup = Setup::new("deletes");
     let server = setup.start();
-    let mut ids = Vec::new();
-    for n in 0..10 {
-        let (status, body) = call(
-            &server.address,
-            "POST",
-            "/v1/sandboxes",
-            Some(&setup.create_body("deletes", n)),
-        )
-        .unwrap();
-        assert_eq!(status, 202, "{body}");
-        ids.push(body["id"].as_str().unwrap().to_owned());
-    }
+    let ids = setup.create_all(&server, "deletes", 10);
     // Renewals and patches, each acknowledged, then a crash at once.
     let mut renewed = Vec::new();
     for id in &ids[..5] {
@@ -302,18 +304,7 @@ fn renewals_patches_and_deletes_acknowledged_before_a_crash_survive_it() {
 fn sandboxes_expiring_while_the_server_crashes_are_all_gone_after_the_restart() {
     let setup = Setup::new("expiries");
     let server = setup.start();
-    let mut ids = Vec::new();
-    for n in 0..6 {
-        let (status, body) = call(
-            &server.address,
-            "POST",
-            "/v1/sandboxes",
-            Some(&setup.create_body("expiries", n)),
-        )
-        .unwrap();
-        assert_eq!(status, 202, "{body}");
-        ids.push(body["id"].as_str().unwrap().to_owned());
-    }
+    let ids = setup.create_all(&server, "expiries", 6);
     let at = (Utc::now() + chrono::Duration::seconds(2)).to_rfc3339();
     for id in &ids {
         let (status, body) = call(
