@@ -333,13 +333,8 @@ impl Client {
         if answer.status.is_success() {
             return Ok(());
         }
-        #[derive(Deserialize)]
-        struct Degraded {
-            status: String,
-            message: Option<String>,
-        }
         if answer.status == StatusCode::SERVICE_UNAVAILABLE
-            && let Ok(degraded) = serde_json::from_slice::<Degraded>(&answer.body)
+            && let Ok(degraded) = serde_json::from_slice::<wire::HealthResponse>(&answer.body)
         {
             return Err(ClientError::Unhealthy {
                 server: self.base.to_string(),
