@@ -2,8 +2,9 @@
 //! bounded in time (`--seconds`, per target where a command has several). CI runs each with its
 //! small bound (`harden all --small`).
 //!
-//! - `fuzz`: the fuzz targets in `fuzz/` (cargo-fuzz, libFuzzer without sanitizers, on the
-//!   stable toolchain); their corpora are kept in `fuzz/corpus/` and replayed first.
+//! - `fuzz`: the fuzz targets in `fuzz/` (libFuzzer through libfuzzer-sys, without sanitizers,
+//!   built by xtask on the stable toolchain); their corpora, kept in `fuzz/corpus/`, are replayed
+//!   first.
 //! - `api-fuzz`: schemathesis against `/openapi.json` of a real server on the real engine.
 
 mod api_fuzz;
