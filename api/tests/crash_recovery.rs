@@ -99,6 +99,27 @@ impl Setup {
     }
 }
 
+/// After a failed test (the server is dropped first, its containers removed), the staging
+/// mounts a killed server left are detached, deepest first, and the directory removed.
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let root = self.tmp.to_string_lossy().into_owned();
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut mounts: Vec<&str> = mountinfo
+            .lines()
+            .filter_map(|line| line.split(' ').nth(4))
+            .filter(|point| point.starts_with(&root))
+            .collect();
+        mounts.sort_by_key(|point| std::cmp::Reverse(point.len()));
+        for point in mounts {
+            let _ = std::process::Command::new("umount")
+                .args(["-l", point])
+                .status();
+        }
+        let _ = std::fs::remove_dir_all(&self.tmp);
+    }
+}
+
 fn sandbox(id: &str) -> String {
     format!("/v1/sandboxes/{id}")
 }
