@@ -123,28 +123,14 @@ fn ci() -> Result<(), String> {
 }
 
 /// `--all-targets` leaves out `test = false` and `bench = false` targets: the cluster tests and
-/// benchmark are linted by name.
+/// benchmark are linted by name, with the workspace's flags so the check build is shared.
 fn cluster_tests_lint() -> Result<(), String> {
-    for (package, tests) in CLUSTER_TESTS {
-        let mut args = vec!["clippy", "-p", package, "--all-features"];
-        for test in *tests {
-            args.extend_from_slice(&["--test", test]);
-        }
-        args.extend_from_slice(&["--", "-D", "warnings"]);
-        cargo(&args)?;
+    let mut args = vec!["clippy", "--workspace", "--all-features"];
+    for test in CLUSTER_TESTS {
+        args.extend_from_slice(&["--test", test]);
     }
-    // The same for the `bench = false` benchmark of the cluster.
-    cargo(&[
-        "clippy",
-        "-p",
-        "berth-api",
-        "--all-features",
-        "--bench",
-        "k8s_load",
-        "--",
-        "-D",
-        "warnings",
-    ])
+    args.extend_from_slice(&["--bench", "k8s_load", "--", "-D", "warnings"]);
+    cargo(&args)
 }
 
 /// Each runtime is a cargo feature of the server: it must build (warnings denied) with each
@@ -177,7 +163,8 @@ fn test(extra: &[String]) -> Result<(), String> {
     if !extra.is_empty() {
         build_both_commands()?;
     }
-    let mut args = vec!["test", "--workspace", "--all-features"];
+    let mut args = vec!["test"];
+    args.extend_from_slice(WHOLE_WORKSPACE);
     args.extend(extra.iter().map(String::as_str));
     let result = cargo(&args);
     sweep_test_leftovers();
@@ -199,43 +186,40 @@ fn test_on_cluster() -> Result<(), String> {
     result.and(down)
 }
 
-/// The test binaries that need the test cluster, per package. Each is `test = false` in its
-/// manifest, so a plain `cargo test --workspace` (no cluster) leaves them out.
-const CLUSTER_TESTS: &[(&str, &[&str])] = &[
-    (
-        "berth-k8s",
-        &["k8s_cluster", "k8s_subpaths", "k8s_objects", "k8s_deploy"],
-    ),
-    ("berth-api", &["k8s_servers"]),
+/// The test binaries that need the test cluster. Each is `test = false` in its manifest, so a
+/// plain `cargo test --workspace` (no cluster) leaves them out.
+const CLUSTER_TESTS: &[&str] = &[
+    "k8s_cluster",
+    "k8s_subpaths",
+    "k8s_objects",
+    "k8s_deploy",
+    "k8s_servers",
 ];
 
+/// Every cargo run of the suite selects the whole workspace with every feature: cargo resolves
+/// dependency features per selection, and a `-p` run beside a `--workspace` one compiles every
+/// dependency a second time (twice the target directory: a CI run once ran out of disk so).
+const WHOLE_WORKSPACE: &[&str] = &["--workspace", "--all-features"];
+
 /// The `berth` command's tests start the server and the server's tests run the command, but
-/// cargo builds for a package's tests only that package's binaries: a whole-workspace run has
-/// both, a narrowed one (or the cluster tests alone) builds them first.
+/// cargo builds for a package's tests only that package's binaries: a narrowed run (or the
+/// cluster tests alone) builds the whole workspace's test targets, and so both binaries, first
+/// (nothing to do after a whole run).
 fn build_both_commands() -> Result<(), String> {
-    cargo(&[
-        "build",
-        "-p",
-        "berth-api",
-        "-p",
-        "berth-cli",
-        "--all-features",
-        "--bins",
-    ])
+    let mut args = vec!["test", "--no-run"];
+    args.extend_from_slice(WHOLE_WORKSPACE);
+    cargo(&args)
 }
 
 fn cluster_tests() -> Result<(), String> {
     build_both_commands()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    for (package, tests) in CLUSTER_TESTS {
-        let mut command = Command::new(&cargo);
-        command.args(["test", "-p", package, "--all-features"]);
-        for test in *tests {
-            command.args(["--test", test]);
-        }
-        run(command.env("XTASK_K8S_KUBECONFIG", k8s_env::kubeconfig_path()))?;
+    let mut command = Command::new(&cargo);
+    command.arg("test").args(WHOLE_WORKSPACE);
+    for test in CLUSTER_TESTS {
+        command.args(["--test", test]);
     }
-    Ok(())
+    run(command.env("XTASK_K8S_KUBECONFIG", k8s_env::kubeconfig_path()))
 }
 
 /// The Kubernetes runtime's tests on the test cluster, which is brought up if it is not and left
