@@ -362,6 +362,17 @@ async fn create_errors_have_codes_and_field_paths() {
         "{}",
         typed.body
     );
+    // An object given as the array of its field values (serde's derived code would take it).
+    let arrayed = post(json!({"image": [IMAGE], "entrypoint": ["sleep", "60"]})).await;
+    assert_error(&arrayed, 400, "GENERAL::INVALID_BODY");
+    assert!(
+        arrayed.body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("image: invalid type: sequence, expected a JSON object"),
+        "{}",
+        arrayed.body
+    );
     let unknown = post(create_body(json!({"imagePullPolicy": "Always"}))).await;
     assert_error(&unknown, 400, "GENERAL::INVALID_BODY");
     assert!(

@@ -13,10 +13,64 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+/// Request bodies are JSON objects, and so is every struct in them. A derived `Deserialize` also
+/// builds a struct from a JSON array of its field values in order (`"image": ["busybox"]`), which
+/// the schema does not allow and no client means: it would be input taken in a form nobody
+/// checks. Each request type therefore derives with `remote = "Self"` (serde then makes the
+/// derived code inherent functions) and gets its trait impls here, which hand that code only
+/// JSON objects; anything else is refused with the field's path like any other type error.
+macro_rules! from_objects_only {
+    ($($request:ident),+ $(,)?) => {$(
+        impl<'de> Deserialize<'de> for $request {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                struct ObjectVisitor;
+                impl<'de> serde::de::Visitor<'de> for ObjectVisitor {
+                    type Value = $request;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        f.write_str(concat!("a JSON object (", stringify!($request), ")"))
+                    }
+                    fn visit_map<A: serde::de::MapAccess<'de>>(
+                        self,
+                        map: A,
+                    ) -> Result<$request, A::Error> {
+                        $request::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    }
+                }
+                deserializer.deserialize_map(ObjectVisitor)
+            }
+        }
+
+        impl Serialize for $request {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                $request::serialize(self, serializer)
+            }
+        }
+    )+};
+}
+
+from_objects_only!(
+    CreateSandboxRequest,
+    ImageSpec,
+    ImageAuth,
+    PlatformSpec,
+    NetworkPolicy,
+    NetworkRule,
+    CredentialProxyConfig,
+    Volume,
+    PersistentVolumeClaimSource,
+    HostPathSource,
+    VolumeMount,
+    HostBackend,
+    PvcBackend,
+    OssfsBackend,
+    NfsBackend,
+    RenewSandboxExpirationRequest,
+);
+
 /// `POST /v1/sandboxes` body. Every field of the spec is here (and the newer SDK's `templateId`,
 /// `resourceRequests`, `lifecycle`), so that fields Berth does not implement are refused by name.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(remote = "Self", rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateSandboxRequest {
     /// Container image to run. Exactly one of `image` and `snapshotId`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -76,7 +130,7 @@ pub struct CreateSandboxRequest {
 
 /// A container image and optional registry credentials.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(remote = "Self", rename_all = "camelCase", deny_unknown_fields)]
 pub struct ImageSpec {
     /// Image reference, e.g. `python:3.11`.
     pub uri: String,
@@ -96,7 +150,7 @@ impl fmt::Debug for ImageSpec {
 
 /// Registry credentials.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(remote = "Self", rename_all = "camelCase", deny_unknown_fields)]
 pub struct ImageAuth {
     /// Registry user name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -117,7 +171,7 @@ impl fmt::Debug for ImageAuth {
 
 /// Target operating system and CPU architecture.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(remote = "Self", rename_all = "camelCase", deny_unknown_fields)]
 pub struct PlatformSpec {
     /// Operating system.
     pub os: PlatformOs,
@@ -167,7 +221,7 @@ impl PlatformArch {
 
 /// Egress network policy.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(remote = "Self", rename_all = "camelCase", deny_unknown_fields)]
 pub struct NetworkPolicy {
     /// Action when no rule matches.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -189,7 +243,7 @@ pub enum NetworkAction {
 
 /// One egress rule.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(remote = "Self", rename_all = "camelCase", deny_unknown_fields)]
 pub struct NetworkRule {
     /// What to do with matching traffic.
     pub action: NetworkAction,
@@ -199,7 +253,7 @@ pub struct NetworkRule {
 
 /// Credential proxy settings.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(remote = "Self", rename_all = "camelCase", deny_unknown_fields)]
 pub struct CredentialProxyConfig {
     /// Whether the proxy is enabled.
     #[serde(default)]
@@ -222,7 +276,7 @@ pub struct CredentialProxyConfig {
 /// form; `host`, `pvc`, `ossfs`, `mountPath`, `subPath` or `readOnly: true` on one of its volumes is
 /// then `VOLUME::MIXED_FORMS`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(remote = "Self", rename_all = "camelCase", deny_unknown_fields)]
 pub struct Volume {
     /// DNS label, unique within the request.
     pub name: String,
@@ -262,7 +316,7 @@ pub struct Volume {
 /// Berth's form), so a missing one is `VOLUME::PVC_NOT_FOUND`. Use Berth's `pvc` form to have
 /// Berth create it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(remote = "Self", rename_all = "camelCase", deny_unknown_fields)]
 pub struct PersistentVolumeClaimSource {
     /// Claim (Docker: volume) name, a DNS-1123 subdomain.
     pub claim_name: String,
@@ -273,7 +327,7 @@ pub struct PersistentVolumeClaimSource {
 
 /// Kubernetes form: a host directory, as in a Pod's `volumes`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(remote = "Self", rename_all = "camelCase", deny_unknown_fields)]
 pub struct HostPathSource {
     /// Absolute host path under one of the server's allowed roots (`storage.allowed_host_paths`).
     pub path: String,
@@ -293,7 +347,7 @@ pub struct HostPathSource {
 /// (`persistentVolumeClaim.readOnly`, `nfs.readOnly`), as in Kubernetes where the source's flag
 /// forces every mount read-only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(remote = "Self", rename_all = "camelCase", deny_unknown_fields)]
 pub struct VolumeMount {
     /// Name of the entry of `volumes` to mount.
     pub name: String,
@@ -318,7 +372,7 @@ fn default_true() -> bool {
 
 /// Host directory backend.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(remote = "Self", rename_all = "camelCase", deny_unknown_fields)]
 pub struct HostBackend {
     /// Absolute host path under one of the server's allowed roots.
     pub path: String,
@@ -326,7 +380,7 @@ pub struct HostBackend {
 
 /// Named volume (Docker) / PersistentVolumeClaim (Kubernetes) backend.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(remote = "Self", rename_all = "camelCase", deny_unknown_fields)]
 pub struct PvcBackend {
     /// Volume or claim name (DNS-1123 subdomain).
     pub claim_name: String,
@@ -349,7 +403,7 @@ pub struct PvcBackend {
 
 /// Alibaba Cloud OSS through ossfs.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(remote = "Self", rename_all = "camelCase", deny_unknown_fields)]
 pub struct OssfsBackend {
     /// Bucket name.
     pub bucket: String,
@@ -383,7 +437,7 @@ impl fmt::Debug for OssfsBackend {
 /// NFS export, in either form (Kubernetes spells it the same, with `readOnly` and without
 /// `options`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(remote = "Self", rename_all = "camelCase", deny_unknown_fields)]
 pub struct NfsBackend {
     /// Server host name or IP address.
     pub server: String,
@@ -647,7 +701,7 @@ pub struct Endpoint {
 
 /// `POST /v1/sandboxes/{id}/renew-expiration` body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(remote = "Self", rename_all = "camelCase", deny_unknown_fields)]
 pub struct RenewSandboxExpirationRequest {
     /// New absolute expiry (RFC 3339), in the future.
     pub expires_at: DateTime<Utc>,

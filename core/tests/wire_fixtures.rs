@@ -241,6 +241,63 @@ fn unknown_fields_are_refused_at_every_level() {
     );
 }
 
+/// serde's derived code also builds a struct from an array of its field values in order; the
+/// request types take objects only. Every object of every fixture, turned into the array of its
+/// values, is refused, both from text (as the server reads a body) and from a `Value`.
+#[test]
+fn objects_given_as_arrays_are_refused_at_every_level() {
+    fn object_places(value: &Value, at: &mut Vec<String>, found: &mut Vec<Vec<String>>) {
+        match value {
+            Value::Object(map) => {
+                found.push(at.clone());
+                for (key, child) in map {
+                    at.push(key.clone());
+                    object_places(child, at, found);
+                    at.pop();
+                }
+            }
+            Value::Array(items) => {
+                for (i, child) in items.iter().enumerate() {
+                    at.push(i.to_string());
+                    object_places(child, at, found);
+                    at.pop();
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut checked = 0;
+    for (name, _) in FIXTURES {
+        let base = fixture(name);
+        let mut places = Vec::new();
+        object_places(&base, &mut Vec::new(), &mut places);
+        for place in places {
+            let mut json = base.clone();
+            let target = place
+                .iter()
+                .fold(&mut json, |v, key| match key.parse::<usize>() {
+                    Ok(i) => &mut v[i],
+                    Err(_) => &mut v[key.as_str()],
+                });
+            let values: Vec<Value> = target.as_object().unwrap().values().cloned().collect();
+            *target = Value::Array(values);
+            let from_text = serde_json::from_str::<wire::CreateSandboxRequest>(&json.to_string());
+            let from_value = serde_json::from_value::<wire::CreateSandboxRequest>(json);
+            for result in [from_text, from_value] {
+                let err = result.expect_err(&format!("{name} at {place:?} was accepted"));
+                assert!(err.to_string().contains("invalid type: sequence"), "{err}");
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 40, "only {checked} places");
+    let renew =
+        serde_json::from_str::<wire::RenewSandboxExpirationRequest>(r#"["2030-01-01T00:00:00Z"]"#);
+    assert!(renew.is_err());
+    let image: wire::ImageSpec = serde_json::from_str(r#"{"uri": "busybox"}"#).unwrap();
+    assert_eq!(image.uri, "busybox");
+}
+
 #[test]
 fn wrong_types_are_refused_by_serde_with_the_field_name() {
     for (json, field) in [

@@ -119,7 +119,10 @@ fn ci() -> Result<(), String> {
     ])?;
     runtime_features()?;
     cluster_tests_lint()?;
-    test(&[])
+    test(&[])?;
+    // Last, when the cluster is down again: the fuzzers replay their corpora and fuzz briefly,
+    // schemathesis runs every phase once against a real server.
+    harden::main(&["all".to_owned(), "--small".to_owned()])
 }
 
 /// `--all-targets` leaves out `test = false` and `bench = false` targets: the cluster tests and
@@ -205,7 +208,7 @@ const WHOLE_WORKSPACE: &[&str] = &["--workspace", "--all-features"];
 /// cargo builds for a package's tests only that package's binaries: a narrowed run (or the
 /// cluster tests alone) builds the whole workspace's test targets, and so both binaries, first
 /// (nothing to do after a whole run).
-fn build_both_commands() -> Result<(), String> {
+pub(crate) fn build_both_commands() -> Result<(), String> {
     let mut args = vec!["test", "--no-run"];
     args.extend_from_slice(WHOLE_WORKSPACE);
     cargo(&args)

@@ -111,39 +111,44 @@ fn parse(s: &str) -> Result<Quantity, QuantityError> {
 
 impl Quantity {
     /// The value × 10^`scale` as a whole number: `Ok(None)` when it is not whole.
+    ///
+    /// Exact: the value is `mantissa × 2^twos × 10^tens`. When `tens` is negative the divisor
+    /// `10^-tens = 2^-tens × 5^-tens` first gives up the twos it shares with a binary suffix, and
+    /// the mantissa is divided before anything is multiplied, so that an intermediate product
+    /// never overflows for a result that fits (`0.000000000931322574615478515625Ei` is 1 GiB).
     fn scaled(self, scale: i32) -> Result<Option<u64>, QuantityError> {
-        let pow10 = |e: u32| 10u128.checked_pow(e).ok_or(QuantityError::TooLarge);
-        let (mut numerator, mut denominator_exp) = (self.mantissa, self.fraction_digits as i64);
-        let exp10 = match self.multiplier {
-            Multiplier::Binary(power) => {
-                let factor = 1024u128.checked_pow(power).ok_or(QuantityError::TooLarge)?;
-                numerator = numerator
-                    .checked_mul(factor)
-                    .ok_or(QuantityError::TooLarge)?;
-                i64::from(scale)
-            }
-            Multiplier::Decimal(e) => i64::from(e) + i64::from(scale),
-        };
-        denominator_exp -= exp10;
-        if numerator == 0 {
+        if self.mantissa == 0 {
             return Ok(Some(0));
         }
-        if denominator_exp < 0 {
-            let up = u32::try_from(-denominator_exp).map_err(|_| QuantityError::TooLarge)?;
-            numerator = numerator
-                .checked_mul(pow10(up)?)
-                .ok_or(QuantityError::TooLarge)?;
-            denominator_exp = 0;
-        }
-        let denominator = match u32::try_from(denominator_exp) {
-            Ok(e) if e <= 38 => pow10(e)?,
-            // A denominator beyond 10^38 exceeds any u128 numerator: not a whole number.
-            _ => return Ok(None),
+        let (twos, decimal_exponent) = match self.multiplier {
+            Multiplier::Binary(power) => (10 * power, 0),
+            Multiplier::Decimal(e) => (0, i64::from(e)),
         };
-        if numerator % denominator != 0 {
-            return Ok(None);
-        }
-        u64::try_from(numerator / denominator)
+        let tens = decimal_exponent + i64::from(scale) - i64::from(self.fraction_digits);
+        // A factor beyond u128 makes a result beyond u64: too large.
+        let grow = |value: u128, base: u128, exponent: u32| {
+            base.checked_pow(exponent)
+                .and_then(|factor| value.checked_mul(factor))
+                .ok_or(QuantityError::TooLarge)
+        };
+        let (quotient, twos_left) = if tens >= 0 {
+            let tens = u32::try_from(tens).map_err(|_| QuantityError::TooLarge)?;
+            (grow(self.mantissa, 10, tens)?, twos)
+        } else {
+            let fives = u32::try_from(-tens).unwrap_or(u32::MAX);
+            let shared = fives.min(twos);
+            // A divisor beyond u128 exceeds any non-zero mantissa: not a whole number.
+            let divisor = 2u128
+                .checked_pow(fives - shared)
+                .zip(5u128.checked_pow(fives))
+                .and_then(|(a, b)| a.checked_mul(b));
+            match divisor {
+                Some(d) if self.mantissa.is_multiple_of(d) => (self.mantissa / d, twos - shared),
+                _ => return Ok(None),
+            }
+        };
+        let whole = grow(quotient, 2, twos_left)?;
+        u64::try_from(whole)
             .map(Some)
             .map_err(|_| QuantityError::TooLarge)
     }
@@ -321,5 +326,34 @@ mod tests {
         assert!(err.reason.contains("512Mi"), "{}", err.reason);
         let storage = ByteQuantity::new("1536Mi", "s", ErrorCode::VolumeInvalidPvcStorage).unwrap();
         assert_eq!((storage.bytes(), storage.as_str()), (1536 << 20, "1536Mi"));
+    }
+
+    /// Found by the `quantities` fuzz target (`fuzz/artifacts/quantities/`): a long fraction
+    /// times a binary suffix overflowed u128 before the division, and a quantity that is a whole
+    /// number of bytes well within u64 was refused as too large.
+    #[test]
+    fn long_fractions_with_binary_suffixes_are_exact() {
+        let cases = [
+            ("1.000000000000000000000Ei", 1 << 60),
+            ("0.000000000931322574615478515625Ei", 1 << 30),
+            ("0.0009765625Ki", 1),
+            ("15.9375000000000000000000000Ei", 255 << 56),
+            ("1.00000000000000000000000Ki", 1024),
+        ];
+        for (s, bytes) in cases {
+            assert_eq!(memory_limit(s).map(|b| b.bytes()), Ok(bytes), "{s}");
+        }
+        for (bad, why) in [
+            ("0.0009765624Ki", "is not a whole"),
+            ("16.000000000000000000000Ei", "too large"),
+            ("0.00000000000000000000000000001Ei", "is not a whole"),
+        ] {
+            let err = memory_limit(bad).unwrap_err();
+            assert!(err.reason.contains(why), "{bad}: {}", err.reason);
+        }
+        assert_eq!(
+            CpuLimit::new("0.0009765625Ki").map(|c| c.millicores()),
+            Ok(1000)
+        );
     }
 }

@@ -49,7 +49,8 @@ pub(crate) fn run(bound: super::Bound) -> Result<(), String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let target = target_dir(&root)?;
     let venv = ensure_venv(&root, &target)?;
-    build_server(&root)?;
+    // The server of the test build: in CI already built, so nothing to compile.
+    crate::build_both_commands()?;
     crate::test_image::ensure()?;
     let reports = fresh_dir(&target, &["harden", "api-fuzz"])?;
     let examples = fresh_dir_keep(&target, &["harden", "api-fuzz-examples"])?;
@@ -136,17 +137,6 @@ fn ensure_venv(root: &Path, target: &Path) -> Result<PathBuf, String> {
     )?;
     std::fs::write(&marker, wanted).map_err(|e| format!("writing {}: {e}", marker.display()))?;
     Ok(bin)
-}
-
-fn build_server(root: &Path) -> Result<(), String> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    crate::run(Command::new(cargo).current_dir(root).args([
-        "build",
-        "-p",
-        "berth-api",
-        "--bin",
-        "berth-server",
-    ]))
 }
 
 /// `target/<path…>`, created (each level) and emptied.
