@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use harness::{Connection, KEY, percentile, rss_kib};
+use harness::{Connection, DockerServer, percentile, rss_kib};
 
 /// Sandboxes present during the load phases; `HTTP_LOAD_SANDBOXES` overrides it (to see that
 /// latency stays flat as the number grows).
@@ -89,73 +89,14 @@ async fn load(
     peak_rss
 }
 
-/// Stops the server and removes what the run made, also when the benchmark panics.
-struct ServerGuard(std::process::Child, String, std::path::PathBuf);
-
-impl Drop for ServerGuard {
-    fn drop(&mut self) {
-        harness::stop_and_remove_run(&mut self.0, &self.1);
-        // Staging mounts of sandboxes a failed run could not delete: detach them (deepest first)
-        // before anything removes the directory.
-        let prefix = self.2.to_string_lossy().into_owned();
-        let mut mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
-            .filter(|m| m.starts_with(&prefix))
-            .collect();
-        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in mounts {
-            let _ = Command::new("umount").args(["-l", &m]).status();
-        }
-    }
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let tmp = std::env::temp_dir().join(format!("berth-http-bench-{}", std::process::id()));
-    std::fs::create_dir(&tmp).unwrap();
-    let host_root = tmp.join("host");
-    std::fs::create_dir(&host_root).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let address = format!("127.0.0.1:{port}");
-    let run = format!("bench-{}", std::process::id());
-    let server = ServerGuard(
-        Command::new(env!("CARGO_BIN_EXE_berth-server"))
-            .env("BERTH_SERVER__PORT", port.to_string())
-            .env("BERTH_SERVER__API_KEY", KEY)
-            .env("BERTH_SERVER__LOG_LEVEL", "warn")
-            .env("BERTH_STORAGE__STATE_DIR", tmp.join("state"))
-            .env(
-                "BERTH_STORAGE__ALLOWED_HOST_PATHS",
-                format!("[\"{}\"]", host_root.display()),
-            )
-            .env(
-                "BERTH_DOCKER__LABELS",
-                format!("{{ \"berth.test\" = \"1\", \"berth.test-run\" = \"{run}\" }}"),
-            )
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-        run.clone(),
-        tmp.clone(),
-    );
-    let mut server = server;
-    let pid = server.0.id();
-    while tokio::net::TcpStream::connect(&address).await.is_err() {
-        assert!(
-            server.0.try_wait().unwrap().is_none(),
-            "berth-server exited at startup"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let server = DockerServer::start(env!("CARGO_BIN_EXE_berth-server"), "bench", &[]).await;
+    let (address, pid, run) = (server.address.clone(), server.pid(), server.run.clone());
+    let host_root = server.host_root.clone();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_idle_empty = rss_kib(pid);
 
@@ -315,5 +256,4 @@ async fn main() {
     let _ = Command::new("docker")
         .args(["volume", "rm", &format!("{run}-sessions")])
         .output();
-    std::fs::remove_dir_all(&tmp).unwrap();
 }

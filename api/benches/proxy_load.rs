@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use harness::{Connection, KEY, percentile, rss_kib};
+use harness::{Connection, DockerServer, percentile, rss_kib};
 
 const IMAGE: &str = "berth-test/busybox:latest";
 const EXECD: &str = "berth-test/execd:latest";
@@ -136,56 +136,18 @@ async fn load(
     }
 }
 
-/// Stops the server and removes what the run made, also when the benchmark panics.
-struct ServerGuard(std::process::Child, String, std::path::PathBuf);
-
-impl Drop for ServerGuard {
-    fn drop(&mut self) {
-        harness::stop_and_remove_run(&mut self.0, &self.1);
-        // No volumes here, so nothing is mounted under the directory.
-        let _ = std::fs::remove_dir_all(&self.2);
-    }
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let tmp = std::env::temp_dir().join(format!("berth-proxy-bench-{}", std::process::id()));
-    std::fs::create_dir(&tmp).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let address = format!("127.0.0.1:{port}");
-    let run = format!("proxy-bench-{}", std::process::id());
-    let mut server = ServerGuard(
-        Command::new(env!("CARGO_BIN_EXE_berth-server"))
-            .env("BERTH_SERVER__PORT", port.to_string())
-            .env("BERTH_SERVER__API_KEY", KEY)
-            .env("BERTH_SERVER__LOG_LEVEL", "warn")
-            .env("BERTH_STORAGE__STATE_DIR", tmp.join("state"))
-            .env("BERTH_RUNTIME__EXECD_IMAGE", EXECD)
-            .env(
-                "BERTH_DOCKER__LABELS",
-                format!("{{ \"berth.test\" = \"1\", \"berth.test-run\" = \"{run}\" }}"),
-            )
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-        run.clone(),
-        tmp.clone(),
-    );
-    let pid = server.0.id();
-    while tokio::net::TcpStream::connect(&address).await.is_err() {
-        assert!(
-            server.0.try_wait().unwrap().is_none(),
-            "berth-server exited at startup"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let server = DockerServer::start(
+        env!("CARGO_BIN_EXE_berth-server"),
+        "proxy-bench",
+        &[("BERTH_RUNTIME__EXECD_IMAGE", EXECD.to_owned())],
+    )
+    .await;
+    let (address, pid) = (server.address.clone(), server.pid());
 
     let mut api = Connection::open(&address).await;
     let body = serde_json::json!({"image": {"uri": IMAGE}, "entrypoint": ["sleep", "3600"],

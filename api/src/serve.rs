@@ -39,6 +39,29 @@ impl Default for ServeOptions {
     }
 }
 
+/// Raises the soft limit on open files to the hard one, as Go's runtime does at start: each
+/// connection holds a descriptor, and a process inherits its parent's soft limit (1024 under
+/// many init systems), far below `server.max_connections`. The limit in force afterwards
+/// (`None`: unlimited).
+pub fn raise_open_file_limit() -> Option<u64> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current == limit.maximum {
+        return limit.current;
+    }
+    let raised = Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => limit.maximum,
+        Err(e) => {
+            tracing::warn!(error = %e, "raising the open-file limit to the hard limit failed");
+            limit.current
+        }
+    }
+}
+
 /// Serves `app` on `listener` until `stop` is cancelled, then waits for the open connections to
 /// finish what they are doing (the caller bounds that wait). The peer's address reaches the
 /// handlers as `ConnectInfo<SocketAddr>`.

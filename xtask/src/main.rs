@@ -202,7 +202,7 @@ const CLUSTER_TESTS: &[&str] = &[
 /// Every cargo run of the suite selects the whole workspace with every feature: cargo resolves
 /// dependency features per selection, and a `-p` run beside a `--workspace` one compiles every
 /// dependency a second time (twice the target directory: a CI run once ran out of disk so).
-const WHOLE_WORKSPACE: &[&str] = &["--workspace", "--all-features"];
+pub(crate) const WHOLE_WORKSPACE: &[&str] = &["--workspace", "--all-features"];
 
 /// The `berth` command's tests start the server and the server's tests run the command, but
 /// cargo builds for a package's tests only that package's binaries: a narrowed run (or the
@@ -235,7 +235,7 @@ fn test_k8s() -> Result<(), String> {
 
 /// Removes containers and volumes of earlier test runs that could not clean up (a killed run):
 /// everything labelled `berth.test=1`. Each test removes its own; this is the safety net.
-fn sweep_test_leftovers() {
+pub(crate) fn sweep_test_leftovers() {
     let list = |args: &[&str]| -> Vec<String> {
         Command::new("docker")
             .args(args)

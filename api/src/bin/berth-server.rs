@@ -102,6 +102,18 @@ async fn serve(config: Config) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let options = config.serve_options();
+    // Room for the connections and what the server itself keeps open (store, engine, logs).
+    let needed = options.max_connections as u64 + 256;
+    if let Some(limit) = berth_api::serve::raise_open_file_limit()
+        && limit < needed
+    {
+        tracing::warn!(
+            open_file_limit = limit,
+            max_connections = options.max_connections,
+            "the open-file limit is below server.max_connections plus 256: past it, new connections fail to be accepted; raise the hard limit (LimitNOFILE=, ulimit -Hn) or lower server.max_connections"
+        );
+    }
     tracing::info!(%address, auth = config.server.api_key.is_some(), "berth-server listening");
     // SIGTERM/SIGINT cancels `stopping`; the shutdown bound counts from then and covers both
     // waits below: axum's for open connections, then the detached calls'.
@@ -116,12 +128,8 @@ async fn serve(config: Config) -> ExitCode {
             stopping.cancel();
         }
     });
-    let server = berth_api::serve::serve(
-        listener,
-        router(state.clone()),
-        config.serve_options(),
-        stopping.clone(),
-    );
+    let server =
+        berth_api::serve::serve(listener, router(state.clone()), options, stopping.clone());
     // A connection that never finishes must not hold the shutdown past the bound.
     tokio::select! {
         () = server => {}

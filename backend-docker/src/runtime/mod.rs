@@ -89,7 +89,7 @@ fn docker_error(context: &str) -> impl FnOnce(bollard::errors::Error) -> Runtime
             detail: format!("engine answered {status_code}: {message}"),
         },
         other if is_connection_error(&other) => RuntimeError::Unavailable {
-            detail: format!("{context}: {other}"),
+            detail: format!("{context}: {}", with_causes(&other)),
         },
         other => RuntimeError::Internal {
             context: context.to_owned(),
@@ -98,14 +98,33 @@ fn docker_error(context: &str) -> impl FnOnce(bollard::errors::Error) -> Runtime
     }
 }
 
+/// The connection to the engine failed (refused, cut, lost before the answer): the runtime is
+/// unavailable for now — retried, the call may well succeed — not broken.
 fn is_connection_error(e: &bollard::errors::Error) -> bool {
     matches!(
         e,
         bollard::errors::Error::HyperResponseError { .. }
+            | bollard::errors::Error::HyperLegacyError { .. }
             | bollard::errors::Error::IOError { .. }
             | bollard::errors::Error::RequestTimeoutError
             | bollard::errors::Error::SocketNotFoundError(_)
     )
+}
+
+/// `e` and its causes: a transport error's own text ("client error (SendRequest)") says little;
+/// its cause says what happened ("connection closed before message completed").
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let next = c.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 fn is_not_found(e: &bollard::errors::Error) -> bool {

@@ -28,6 +28,9 @@ pub struct Call {
 pub enum FaultKind {
     /// Answer 500 without forwarding: the engine never sees the call.
     RefuseBefore,
+    /// Hang up without forwarding or answering: the engine never sees the call, the client
+    /// sees its connection cut.
+    CutBefore,
     /// Forward, let the engine finish, then drop the connection: the engine did it, the client
     /// never hears.
     LoseResponse,
@@ -210,6 +213,9 @@ async fn handle(
             .header(hyper::header::CONTENT_TYPE, "application/json")
             .body(full(serde_json::json!({ "message": message }).to_string()))
             .unwrap());
+    }
+    if fault == Some(FaultKind::CutBefore) {
+        return Err(std::io::Error::other("injected: connection cut"));
     }
     if fault == Some(FaultKind::RefuseBefore) {
         return Ok(Response::builder()

@@ -6,26 +6,31 @@
 //!   built by xtask on the stable toolchain); their corpora, kept in `fuzz/corpus/`, are replayed
 //!   first.
 //! - `api-fuzz`: schemathesis against `/openapi.json` of a real server on the real engine.
+//! - `load`: a real server on the real engine under load, slow clients and exhaustion.
 
 mod api_fuzz;
 mod fuzz;
+mod load;
 
 /// How long a command may run.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Bound {
     /// Seconds, per target where a command has several.
     pub(crate) seconds: u64,
+    /// CI's bound (`--small`): a command may also size its work down.
+    pub(crate) small: bool,
 }
 
-/// The commands, each with the bound CI gives it.
-const COMMANDS: &[(&str, u64)] = &[
-    ("fuzz", fuzz::SMALL_SECONDS),
-    ("api-fuzz", api_fuzz::SMALL_SECONDS),
+/// The commands, each with the bound CI gives it and its own (seconds).
+const COMMANDS: &[(&str, u64, u64)] = &[
+    ("fuzz", fuzz::SMALL_SECONDS, 600),
+    ("api-fuzz", api_fuzz::SMALL_SECONDS, 600),
+    ("load", load::SMALL_SECONDS, load::FULL_SECONDS),
 ];
 
 pub(crate) fn main(args: &[String]) -> Result<(), String> {
     let usage = || {
-        let names: Vec<&str> = COMMANDS.iter().map(|(name, _)| *name).collect();
+        let names: Vec<&str> = COMMANDS.iter().map(|(name, ..)| *name).collect();
         format!(
             "usage: cargo xtask harden <{} | all> [--seconds N | --small]",
             names.join(" | ")
@@ -53,26 +58,28 @@ pub(crate) fn main(args: &[String]) -> Result<(), String> {
             _ => return Err(usage()),
         }
     }
-    let chosen: Vec<(&str, u64)> = COMMANDS
+    let chosen: Vec<(&str, u64, u64)> = COMMANDS
         .iter()
         .copied()
-        .filter(|(command, _)| name == "all" || name == command)
+        .filter(|(command, ..)| name == "all" || name == command)
         .collect();
     if chosen.is_empty() {
         return Err(usage());
     }
-    for (command, small_seconds) in chosen {
+    for (command, small_seconds, full_seconds) in chosen {
         let bound = Bound {
             seconds: match (seconds, small) {
                 (Some(s), _) => s,
                 (None, true) => small_seconds,
-                (None, false) => 600,
+                (None, false) => full_seconds,
             },
+            small,
         };
         eprintln!("xtask: harden {command} ({} s)", bound.seconds);
         match command {
             "fuzz" => fuzz::run(bound)?,
             "api-fuzz" => api_fuzz::run(bound)?,
+            "load" => load::run(bound)?,
             _ => unreachable!("every command is matched"),
         }
     }
