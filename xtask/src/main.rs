@@ -235,7 +235,7 @@ fn test_k8s() -> Result<(), String> {
 
 /// Removes containers and volumes of earlier test runs that could not clean up (a killed run):
 /// everything labelled `berth.test=1`. Each test removes its own; this is the safety net.
-pub(crate) fn sweep_test_leftovers() {
+fn sweep_test_leftovers() {
     let list = |args: &[&str]| -> Vec<String> {
         Command::new("docker")
             .args(args)
