@@ -11,21 +11,15 @@ use std::fs;
 
 use berth_core::ErrorCode;
 use berth_core::runtime::Runtime;
-use common::engine_proxy::{EngineProxy, FaultKind};
+use common::engine_proxy::{EngineProxy, FaultKind, proxied_env};
 use common::{TestEnv, request_with};
 use serde_json::json;
-
-const ENGINE: &str = "unix:///var/run/docker.sock";
 
 async fn proxied(
     name: &str,
     report_api: Option<&str>,
 ) -> (TestEnv, EngineProxy, tempfile::TempDir) {
-    let proxy_dir = tempfile::tempdir().unwrap();
-    let proxy = EngineProxy::start(proxy_dir.path(), ENGINE, report_api).await;
-    let host = proxy.host();
-    let env = TestEnv::with(name, |c| c.host = Some(host)).await;
-    (env, proxy, proxy_dir)
+    proxied_env(name, report_api, |_| {}).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

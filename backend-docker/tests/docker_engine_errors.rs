@@ -11,11 +11,9 @@ use std::fs;
 
 use berth_core::ErrorCode;
 use berth_core::runtime::{Runtime, RuntimeError};
-use common::engine_proxy::{EngineProxy, FaultKind};
+use common::engine_proxy::{FaultKind, proxied_env};
 use common::{TestEnv, request_with};
 use serde_json::json;
-
-const ENGINE: &str = "unix:///var/run/docker.sock";
 
 /// The one violation of a rejection: (field, code, message).
 fn rejection(error: &RuntimeError) -> (String, ErrorCode, String) {
@@ -132,14 +130,8 @@ async fn limits_the_host_cannot_grant_name_their_field() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_published_port_already_taken_is_a_conflict() {
     const ENGINE_ANSWER: &str = "driver failed programming external connectivity on endpoint sandbox-x (bec5126f0447690399e51c597c9b74cc2de31b648e5f00b0d37a0e650f188c78): Bind for 127.0.0.1:45999 failed: port is already allocated";
-    let proxy_dir = tempfile::tempdir().unwrap();
-    let proxy = EngineProxy::start(proxy_dir.path(), ENGINE, None).await;
-    let host = proxy.host();
-    let env = TestEnv::with("port-taken", |c| {
-        c.host = Some(host);
-        c.published_ports = vec![8080];
-    })
-    .await;
+    let (env, proxy, _proxy_dir) =
+        proxied_env("port-taken", None, |c| c.published_ports = vec![8080]).await;
     fs::create_dir(env.host_root.join("work")).unwrap();
     proxy.fail_next("POST", "/start", FaultKind::AnswerWith(500, ENGINE_ANSWER));
     let err = env

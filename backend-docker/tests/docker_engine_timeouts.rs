@@ -12,27 +12,21 @@ use std::time::Duration;
 
 use berth_core::ErrorCode;
 use berth_core::runtime::RuntimeError;
-use common::engine_proxy::{EngineProxy, FaultKind};
+use common::engine_proxy::{EngineProxy, FaultKind, proxied_env};
 use common::{TestEnv, request_with};
 use serde_json::json;
 
-const ENGINE: &str = "unix:///var/run/docker.sock";
 /// Short enough for a test, long enough for startup's own calls on a loaded 2-CPU machine.
 const ENGINE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Far past either timeout.
 const HELD: Duration = Duration::from_secs(10);
 
 async fn proxied(name: &str) -> (TestEnv, EngineProxy, tempfile::TempDir) {
-    let proxy_dir = tempfile::tempdir().unwrap();
-    let proxy = EngineProxy::start(proxy_dir.path(), ENGINE, None).await;
-    let host = proxy.host();
-    let env = TestEnv::with(name, |c| {
-        c.host = Some(host);
+    proxied_env(name, None, |c| {
         c.engine_timeout = ENGINE_TIMEOUT;
         c.image_pull_timeout = Duration::from_secs(2);
     })
-    .await;
-    (env, proxy, proxy_dir)
+    .await
 }
 
 fn unavailable_detail(error: RuntimeError) -> String {

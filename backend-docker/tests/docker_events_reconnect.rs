@@ -12,11 +12,9 @@ use std::time::Duration;
 
 use berth_core::model::{SandboxId, SandboxState};
 use berth_core::runtime::Runtime;
-use common::engine_proxy::EngineProxy;
+use common::engine_proxy::proxied_env;
 use common::{TestEnv, request_with};
 use serde_json::json;
-
-const ENGINE: &str = "unix:///var/run/docker.sock";
 
 /// Polls the runtime's view (memory only: a get makes no engine call) until the sandbox is in
 /// `state`; panics with `why` after a generous bound.
@@ -42,11 +40,7 @@ fn docker(args: &[&str]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_index_sees_outside_changes_after_the_events_stream_is_cut() {
-    let proxy_dir = tempfile::tempdir().unwrap();
-    let proxy = EngineProxy::start(proxy_dir.path(), ENGINE, None).await;
-    let host = proxy.host();
-    let env = TestEnv::with("events-cut", |c| {
-        c.host = Some(host);
+    let (env, proxy, _proxy_dir) = proxied_env("events-cut", None, |c| {
         // Far beyond the test: the periodic resync cannot be what finds the change.
         c.index_resync = Duration::from_secs(3600);
     })

@@ -18,23 +18,14 @@ use berth_core::model::SandboxId;
 use berth_core::runtime::Runtime;
 use berth_docker::execd::{BOOTSTRAP_PATH, EXECD_PATH, EXECD_PORT};
 use common::TestEnv;
-use common::engine_proxy::{Call, EngineProxy, FaultKind};
+use common::engine_proxy::{Call, EngineProxy, FaultKind, proxied_env};
 use serde_json::json;
 
-const ENGINE: &str = "unix:///var/run/docker.sock";
 const EXECD_IMAGE: &str = "berth-test/execd:latest";
 
 async fn proxied(name: &str, image: &str) -> (TestEnv, EngineProxy, tempfile::TempDir) {
-    let proxy_dir = tempfile::tempdir().unwrap();
-    let proxy = EngineProxy::start(proxy_dir.path(), ENGINE, None).await;
-    let host = proxy.host();
     let image = image.to_owned();
-    let env = TestEnv::with(name, |c| {
-        c.host = Some(host);
-        c.execd_image = Some(image);
-    })
-    .await;
-    (env, proxy, proxy_dir)
+    proxied_env(name, None, |c| c.execd_image = Some(image)).await
 }
 
 fn request(entrypoint: &[&str]) -> serde_json::Value {

@@ -16,11 +16,10 @@ use std::time::Duration;
 use berth_core::ErrorCode;
 use berth_core::model::{MetadataKey, MetadataPatch, MetadataValue, SandboxId, SandboxState};
 use berth_core::runtime::{Runtime, RuntimeError};
-use common::engine_proxy::{EngineProxy, FaultKind};
+use common::engine_proxy::{EngineProxy, FaultKind, proxied_env};
 use common::{TestEnv, request_with};
 use serde_json::json;
 
-const ENGINE: &str = "unix:///var/run/docker.sock";
 /// Short enough for a test, long enough for startup's own calls on a loaded 2-CPU machine.
 const ENGINE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Past the engine timeout.
@@ -35,15 +34,7 @@ const KINDS: [FaultKind; 4] = [
 ];
 
 async fn proxied(name: &str) -> (TestEnv, EngineProxy, tempfile::TempDir) {
-    let proxy_dir = tempfile::tempdir().unwrap();
-    let proxy = EngineProxy::start(proxy_dir.path(), ENGINE, None).await;
-    let host = proxy.host();
-    let env = TestEnv::with(name, |c| {
-        c.host = Some(host);
-        c.engine_timeout = ENGINE_TIMEOUT;
-    })
-    .await;
-    (env, proxy, proxy_dir)
+    proxied_env(name, None, |c| c.engine_timeout = ENGINE_TIMEOUT).await
 }
 
 /// A sandbox with a claim Berth creates and removes with it, a host volume (a staging mount)

@@ -11,6 +11,10 @@ use std::time::Duration;
 
 use berth_core::ErrorCode;
 use berth_docker::safe_path::{Missing, ResolvedKind, SafePathError, TrustedRoot};
+use exchange_swapper::ExchangeSwapper;
+
+#[path = "common/exchange_swapper.rs"]
+mod exchange_swapper;
 
 fn require_root() {
     assert!(
@@ -304,5 +308,61 @@ fn the_root_is_pinned_by_fd() {
     assert_eq!(
         code(pinned.resolve(&["etc"], Missing::Refuse, "root")),
         ErrorCode::VolumeInvalidSubPath
+    );
+}
+
+/// How many times a race is run: `HARDEN_RACE_ITERATIONS` (`cargo xtask harden paths` sets it),
+/// else `default`.
+fn race_iterations(default: usize) -> usize {
+    std::env::var("HARDEN_RACE_ITERATIONS").map_or(default, |n| {
+        n.parse()
+            .unwrap_or_else(|_| panic!("HARDEN_RACE_ITERATIONS={n:?}: a number"))
+    })
+}
+
+/// The exchange race at the safe-path level: `session` (a directory) and `decoy` (a symlink to
+/// `/`) trade places without pause (`renameat2(RENAME_EXCHANGE)`) while `session` and
+/// `session/inner` are resolved over and over. A resolution that succeeds is the session's own
+/// directory, by inode; every other one is refused as a link; nothing ever lands on `/`.
+#[test]
+fn an_exchange_race_never_resolves_through_the_link() {
+    let iterations = race_iterations(10_000);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    fs::create_dir_all_for_test(&dir.join("session/inner"));
+    symlink("/", dir.join("decoy")).unwrap();
+    let identity = |path: &Path| {
+        let m = fs::metadata(path).unwrap();
+        (m.dev(), m.ino())
+    };
+    let session = identity(&dir.join("session"));
+    let inner = identity(&dir.join("session/inner"));
+    let pinned = root(dir);
+    let swapper = ExchangeSwapper::start(dir);
+    let (mut resolved, mut refused) = (0_usize, 0_usize);
+    for i in 0..iterations {
+        let (segments, expected): (&[&str], _) = if i % 2 == 0 {
+            (&["session"], session)
+        } else {
+            (&["session", "inner"], inner)
+        };
+        match pinned.resolve(segments, Missing::Refuse, "root") {
+            Ok(r) => {
+                assert_eq!((r.dev, r.ino), expected, "{segments:?} escaped the session");
+                resolved += 1;
+            }
+            Err(e) => {
+                assert_eq!(e.code(), ErrorCode::VolumeSubPathSymlink, "{e}");
+                refused += 1;
+            }
+        }
+    }
+    let swaps = swapper.stop();
+    println!(
+        "exchange race at the safe-path level: {iterations} resolutions, {resolved} of the session, {refused} refused as links, 0 escapes, {swaps} swaps"
+    );
+    assert!(
+        resolved > 0 && refused > 0 && swaps > iterations as u64 / 10,
+        "the race did not really happen: {resolved} resolved, {refused} refused, {swaps} swaps"
     );
 }

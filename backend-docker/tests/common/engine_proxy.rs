@@ -151,6 +151,27 @@ impl EngineProxy {
     }
 }
 
+/// A test environment whose runtime reaches the real engine through a new proxy (its socket in
+/// the returned directory), with `tweak` applied to the runtime's configuration.
+pub async fn proxied_env(
+    name: &str,
+    report_api: Option<&str>,
+    tweak: impl FnOnce(&mut berth_docker::config::DockerConfig),
+) -> (super::TestEnv, EngineProxy, tempfile::TempDir) {
+    let proxy_dir = tempfile::tempdir().unwrap();
+    let proxy = EngineProxy::start(proxy_dir.path(), ENGINE, report_api).await;
+    let host = proxy.host();
+    let env = super::TestEnv::with(name, |c| {
+        c.host = Some(host);
+        tweak(c);
+    })
+    .await;
+    (env, proxy, proxy_dir)
+}
+
+/// The real engine's socket.
+pub const ENGINE: &str = "unix:///var/run/docker.sock";
+
 /// `body`, ended early when `cut` changes.
 fn cuttable(body: Incoming, cut: tokio::sync::watch::Receiver<u64>) -> ProxyBody {
     let frames = futures_util::stream::unfold((body, cut), |(mut body, mut cut)| async move {

@@ -7,10 +7,12 @@
 //!   first.
 //! - `api-fuzz`: schemathesis against `/openapi.json` of a real server on the real engine.
 //! - `load`: a real server on the real engine under load, slow clients and exhaustion.
+//! - `paths`: the symlink-exchange race at the safe-path level and through full creates.
 
 mod api_fuzz;
 mod fuzz;
 mod load;
+mod paths;
 
 /// How long a command may run.
 #[derive(Debug, Clone, Copy)]
@@ -26,6 +28,8 @@ const COMMANDS: &[(&str, u64, u64)] = &[
     ("fuzz", fuzz::SMALL_SECONDS, 600),
     ("api-fuzz", api_fuzz::SMALL_SECONDS, 600),
     ("load", load::SMALL_SECONDS, load::FULL_SECONDS),
+    // Bounded by its counts.
+    ("paths", 0, 0),
 ];
 
 pub(crate) fn main(args: &[String]) -> Result<(), String> {
@@ -75,11 +79,16 @@ pub(crate) fn main(args: &[String]) -> Result<(), String> {
             },
             small,
         };
-        eprintln!("xtask: harden {command} ({} s)", bound.seconds);
+        if bound.seconds == 0 {
+            eprintln!("xtask: harden {command}");
+        } else {
+            eprintln!("xtask: harden {command} ({} s)", bound.seconds);
+        }
         match command {
             "fuzz" => fuzz::run(bound)?,
             "api-fuzz" => api_fuzz::run(bound)?,
             "load" => load::run(bound)?,
+            "paths" => paths::run(bound)?,
             _ => unreachable!("every command is matched"),
         }
     }
