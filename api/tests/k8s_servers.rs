@@ -891,3 +891,224 @@ async fn the_berth_command_drives_a_kubernetes_server() {
         "no clean exit on SIGTERM"
     );
 }
+
+/// The sandboxes of `suite` a server lists (ids).
+async fn listed(server: &Endpoint, suite: &str) -> std::collections::BTreeSet<String> {
+    let (status, page) = server
+        .call(
+            "GET",
+            &format!("/v1/sandboxes?metadata=crash%3D{suite}&pageSize=200"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The ids of the sandbox Pods in the namespace that are not being deleted.
+async fn live_pods(namespace: &TestNamespace) -> std::collections::BTreeSet<String> {
+    namespace
+        .pods()
+        .list(&ListParams::default().labels("berth.managed-by=berth"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| p.metadata.name?.strip_prefix("sandbox-").map(str::to_owned))
+        .collect()
+}
+
+/// Polls (bounded) until every sandbox of `suite` the server lists is `Running` and the live
+/// sandbox Pods are exactly those: each sandbox whole (record and Pod) or gone (neither).
+async fn until_whole_or_gone(
+    namespace: &TestNamespace,
+    server: &Endpoint,
+    suite: &str,
+) -> std::collections::BTreeSet<String> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let listed = listed(server, suite).await;
+        let pods = live_pods(namespace).await;
+        let mut running = true;
+        for id in &listed {
+            let (status, sandbox) = server
+                .call("GET", &format!("/v1/sandboxes/{id}"), None)
+                .await;
+            running &= status == 200 && sandbox["status"]["state"] == "Running";
+        }
+        if running && listed == pods {
+            return listed;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{suite}: not whole or gone 120 s after the restart: listed {listed:?}, live Pods {pods:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// SIGKILL during 20 concurrent creates (each with a claim on its own subPath), then a new
+/// server on the same namespace: every sandbox is whole (listed, `Running`, its Pod live) or
+/// gone (neither), and every create acknowledged before the kill is whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_during_20_concurrent_creates_leaves_each_pod_sandbox_whole_or_gone() {
+    let mut namespace = TestNamespace::new("crash-creates").await;
+    namespace.volume_for("sessions").await;
+    let mut server = Server::start(&namespace, "a", &[]);
+    server.healthy().await;
+    let address = server.address.clone();
+    let creates: Vec<_> = (0..20)
+        .map(|n| {
+            let server = Endpoint {
+                address: address.clone(),
+            };
+            tokio::spawn(async move {
+                let body = json!({
+                    "image": {"uri": IMAGE},
+                    "entrypoint": ["sleep", "600"],
+                    "resourceLimits": {"cpu": "10m", "memory": "16Mi"},
+                    "metadata": {"crash": "creates"},
+                    "volumes": [{"name": "work", "pvc": {"claimName": "sessions"},
+                        "mountPath": "/workspace", "subPath": format!("uid-1-session-{n}")}],
+                });
+                match request(&server.address, "POST", "/v1/sandboxes", Some(&body)).await {
+                    Ok((202, text)) => Some(
+                        serde_json::from_str::<Value>(&text).unwrap()["id"]
+                            .as_str()
+                            .unwrap()
+                            .to_owned(),
+                    ),
+                    // Cut off by the kill (or answered as it began).
+                    _ => None,
+                }
+            })
+        })
+        .collect();
+    // Killed once some creates have been answered and others are still on their way.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while creates.iter().filter(|c| c.is_finished()).count() < 3 {
+        assert!(Instant::now() < deadline, "no create answered within 60 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let mut acknowledged = std::collections::BTreeSet::new();
+    for create in creates {
+        if let Some(id) = create.await.unwrap() {
+            acknowledged.insert(id);
+        }
+    }
+    let mut server = Server::start(&namespace, "b", &[]);
+    server.healthy().await;
+    let whole = until_whole_or_gone(&namespace, &server, "creates").await;
+    eprintln!(
+        "SIGKILL during 20 creates on Kubernetes: {} acknowledged, {} whole after the restart, {} gone",
+        acknowledged.len(),
+        whole.len(),
+        20 - whole.len()
+    );
+    assert!(
+        acknowledged.is_subset(&whole),
+        "acknowledged creates lost: {:?}",
+        acknowledged.difference(&whole).collect::<Vec<_>>()
+    );
+    assert!(acknowledged.len() < 20, "the kill came after every create");
+    for id in &whole {
+        assert_eq!(
+            server
+                .call("DELETE", &format!("/v1/sandboxes/{id}"), None)
+                .await
+                .0,
+            204
+        );
+    }
+    assert!(live_pods(&namespace).await.is_empty());
+    server.terminate().await;
+}
+
+/// Renewals and patches acknowledged before a SIGKILL survive it; sandboxes being deleted or
+/// expiring when it comes are whole or gone after the restart, and the expired ones go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewals_patches_deletes_and_expiries_cut_by_a_crash_end_whole_or_gone() {
+    let namespace = TestNamespace::new("crash-deletes").await;
+    let mut server = Server::start(&namespace, "a", &[]);
+    server.healthy().await;
+    let mut ids = Vec::new();
+    for _ in 0..12 {
+        ids.push(server.create(1800, json!({"crash": "deletes"})).await);
+    }
+    // Acknowledged before the kill: a renewal and a patch of each of the first four.
+    let renewed_to = Utc::now().trunc_subsecs(0) + chrono::TimeDelta::hours(2);
+    for id in &ids[..4] {
+        server.renew(id, renewed_to).await;
+        let (status, body) = server
+            .call(
+                "PATCH",
+                &format!("/v1/sandboxes/{id}/metadata"),
+                Some(&json!({"kept": "yes"})),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    // Four expire in two seconds; four are deleted concurrently; the kill comes mid-way.
+    let soon = Utc::now().trunc_subsecs(0) + chrono::TimeDelta::seconds(2);
+    for id in &ids[4..8] {
+        server.renew(id, soon).await;
+    }
+    let deletes: Vec<_> = ids[8..]
+        .iter()
+        .map(|id| {
+            let (address, id) = (server.address.clone(), id.clone());
+            tokio::spawn(async move {
+                let answer =
+                    request(&address, "DELETE", &format!("/v1/sandboxes/{id}"), None).await;
+                (id, answer.map(|(status, _)| status))
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let mut deleted = Vec::new();
+    for delete in deletes {
+        if let (id, Ok(204)) = delete.await.unwrap() {
+            deleted.push(id);
+        }
+    }
+    let mut server = Server::start(&namespace, "b", &[]);
+    server.healthy().await;
+    // The expired ones go (the new server's reaper), the deleted ones are gone.
+    for id in &ids[4..8] {
+        server.until_gone(id, Duration::from_secs(60)).await;
+    }
+    let whole = until_whole_or_gone(&namespace, &server, "deletes").await;
+    eprintln!(
+        "SIGKILL during 4 deletes and 4 expiries on Kubernetes: {} deletes acknowledged; after the restart {} whole, the expired gone",
+        deleted.len(),
+        whole.len()
+    );
+    for id in &deleted {
+        assert!(!whole.contains(id), "acknowledged delete of {id} undone");
+    }
+    for id in &ids[..4] {
+        let (status, sandbox) = server
+            .call("GET", &format!("/v1/sandboxes/{id}"), None)
+            .await;
+        assert_eq!(status, 200, "{sandbox}");
+        assert_eq!(expiry(&sandbox), Some(renewed_to), "renewal of {id} lost");
+        assert_eq!(sandbox["metadata"]["kept"], "yes", "patch of {id} lost");
+    }
+    for id in &whole {
+        server
+            .call("DELETE", &format!("/v1/sandboxes/{id}"), None)
+            .await;
+    }
+    assert!(live_pods(&namespace).await.is_empty());
+    server.terminate().await;
+}
