@@ -196,6 +196,7 @@ const CLUSTER_TESTS: &[&str] = &[
     "k8s_subpaths",
     "k8s_objects",
     "k8s_deploy",
+    "k8s_faults",
     "k8s_servers",
 ];
 

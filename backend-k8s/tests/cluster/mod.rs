@@ -4,6 +4,8 @@
 
 #![allow(dead_code, clippy::unwrap_used)] // Not every test binary uses every helper.
 
+pub(crate) mod api_proxy;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
