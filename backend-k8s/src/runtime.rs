@@ -350,6 +350,42 @@ impl KubernetesRuntime {
         }
     }
 
+    /// Removes claim `name` if it was made for sandbox `id` (its label says so) and nothing
+    /// took it since (deleted as read): a claim whose creation went unanswered. One made for
+    /// another sandbox, or by someone else, stays.
+    async fn roll_back_claim_if_made_for(&self, id: &SandboxId, name: &str) {
+        let claim = match self.claims.get_opt(name).await {
+            Ok(Some(claim)) => claim,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!(sandbox = %id, claim = %name, error = %e, "rollback: reading a claim failed; the sweep removes it if it is an orphan");
+                return;
+            }
+        };
+        let made_for_this = claim
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(crate::render::LABEL_MADE_FOR))
+            .is_some_and(|made_for| made_for == id.as_str());
+        if !made_for_this {
+            return;
+        }
+        let as_read = DeleteParams {
+            preconditions: Some(kube::api::Preconditions {
+                resource_version: claim.metadata.resource_version.clone(),
+                uid: claim.metadata.uid.clone(),
+            }),
+            ..DeleteParams::default()
+        };
+        if let Err(e) = self.claims.delete(name, &as_read).await
+            && !is_status(&e, 404)
+            && !is_status(&e, 409)
+        {
+            tracing::error!(sandbox = %id, claim = %name, error = %e, "rollback: deleting a claim failed; the sweep removes it if it is an orphan");
+        }
+    }
+
     /// Makes every claim of `request` that Berth created with `deleteOnSandboxTermination`
     /// owned by the Pod too: the garbage collector removes such a claim with the last Pod that
     /// mounts it, not the first. The owner list is read and written with its resourceVersion.
@@ -1001,13 +1037,22 @@ impl Runtime for KubernetesRuntime {
             .filter_map(|s| s.metadata.name.clone())
             .collect();
         let mut made_claims = Vec::new();
+        let mut maybe_made_claim = None;
         let made = async {
             for claim in &objects.claims {
+                let name = claim.metadata.name.clone().unwrap_or_default();
                 match self.claims.create(&PostParams::default(), claim).await {
-                    Ok(_) => made_claims.push(claim.metadata.name.clone().unwrap_or_default()),
+                    Ok(_) => made_claims.push(name),
                     // Made meanwhile by another create: it is theirs, and it exists.
                     Err(e) if is_status(&e, 409) => {}
-                    Err(e) => return Err(api_error("creating a claim")(e)),
+                    Err(e) => {
+                        // No answer (the connection failed or the answer was lost): the API
+                        // server may have made it.
+                        if !matches!(e, kube::Error::Api(_)) {
+                            maybe_made_claim = Some(name);
+                        }
+                        return Err(api_error("creating a claim")(e));
+                    }
                 }
             }
             for secret in &objects.secrets {
@@ -1031,6 +1076,9 @@ impl Runtime for KubernetesRuntime {
             Ok(record) => Ok(record),
             Err(e) => {
                 self.roll_back(&id, &secret_names, &made_claims).await;
+                if let Some(name) = maybe_made_claim {
+                    self.roll_back_claim_if_made_for(&id, &name).await;
+                }
                 Err(e)
             }
         }
