@@ -8,7 +8,8 @@
 //!   in-container check), against that same container with plain binds of the two directories;
 //! - delete of the sandbox with volumes: Berth, against `docker rm -f` of the plain one.
 //!
-//! Needs root and the test image (`cargo xtask test-image`).
+//! `VOLUME_COST_STEPS=1` also prints each create's and delete's step times (the runtime's debug
+//! log). Needs root and the test image (`cargo xtask test-image`).
 
 #![allow(missing_docs, clippy::unwrap_used)] // A benchmark harness, not an API.
 
@@ -39,6 +40,12 @@ fn ms(d: Duration) -> f64 {
 async fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
+    }
+    if std::env::var_os("VOLUME_COST_STEPS").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter("berth_docker=debug")
+            .with_writer(std::io::stderr)
+            .init();
     }
     let rounds = std::env::var("VOLUME_COST_ROUNDS")
         .ok()

@@ -13,6 +13,7 @@ use berth_core::ErrorCode;
 use berth_docker::safe_path::{Missing, ResolvedKind, SafePathError, TrustedRoot};
 use exchange_swapper::ExchangeSwapper;
 
+#[allow(unreachable_pub)] // Shared with the tests that reach it through `common`.
 #[path = "common/exchange_swapper.rs"]
 mod exchange_swapper;
 

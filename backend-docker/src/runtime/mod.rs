@@ -11,6 +11,7 @@ mod execd;
 mod named_volumes;
 mod ossfs_mounts;
 mod startup;
+pub(crate) mod step_times;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -271,6 +272,7 @@ impl DockerRuntime {
         id: &SandboxId,
         stored: &StoredSandbox,
     ) -> Result<(), RuntimeError> {
+        let mut steps = step_times::StepTimes::start("delete");
         // The intent is committed first: a crash from here on is finished by the next start
         // (`reconcile`), never left as a stopped container under a live record.
         if stored.phase != crate::store::Phase::Deleting {
@@ -278,9 +280,14 @@ impl DockerRuntime {
             deleting.phase = crate::store::Phase::Deleting;
             self.store.put(&deleting).await.map_err(store_error)?;
         }
+        steps.mark("store");
         self.remove_container(id).await?;
         self.index.remove(id.as_str());
-        self.release_everything(stored).await
+        steps.mark("remove_container");
+        let released = self.release_everything(stored).await;
+        steps.mark("release");
+        steps.log(id.as_str());
+        released
     }
 
     async fn remove_container(&self, id: &SandboxId) -> Result<(), RuntimeError> {

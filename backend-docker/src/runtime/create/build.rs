@@ -11,6 +11,7 @@ use super::{Verified, rejected};
 use crate::index::{ContainerView, status_of};
 use crate::ossfs::OssfsKey;
 use crate::render::{container_name, render_container, render_nfs_volume};
+use crate::runtime::step_times::StepTimes;
 use crate::runtime::{DockerRuntime, docker_error};
 use crate::store::StoredSandbox;
 
@@ -23,6 +24,7 @@ impl DockerRuntime {
         request: &CreateSandbox,
         stored: &mut StoredSandbox,
         execd: Option<bytes::Bytes>,
+        steps: &mut StepTimes,
     ) -> Result<(), RuntimeError> {
         let id = &request.id;
         let spec = &request.spec;
@@ -39,10 +41,13 @@ impl DockerRuntime {
                 .await?
                 .map_err(docker_error("creating NFS volume"))?;
         }
+        steps.mark("nfs");
         self.mount_ossfs(spec, stored).await?;
+        steps.mark("ossfs");
         let ossfs_keys: Vec<Option<OssfsKey>> =
             stored.volumes.iter().map(|v| v.ossfs_key.clone()).collect();
         let (mounts, verified) = self.prepare_host_paths(id, spec, &ossfs_keys).await?;
+        steps.mark("host_paths");
         let mut body = render_container(
             &self.config,
             self.engine.api,
@@ -66,6 +71,7 @@ impl DockerRuntime {
             )
             .await?
             .map_err(|e| engine_failure(Step::CreateContainer, id, spec, e))?;
+        steps.mark("create_container");
         self.index.set(
             id.as_str(),
             ContainerView {
@@ -76,6 +82,7 @@ impl DockerRuntime {
         );
         if let Some(archive) = execd {
             self.upload_execd(&created.id, archive).await?;
+            steps.mark("agent_upload");
         }
         self.engine
             .bounded(
@@ -84,6 +91,7 @@ impl DockerRuntime {
             )
             .await?
             .map_err(|e| engine_failure(Step::StartContainer, id, spec, e))?;
+        steps.mark("start");
         let inspect = self
             .engine
             .bounded(
@@ -94,6 +102,7 @@ impl DockerRuntime {
             )
             .await?
             .map_err(docker_error("inspecting container"))?;
+        steps.mark("inspect");
         let state = inspect.state.clone().unwrap_or_default();
         self.index.set(
             id.as_str(),
@@ -138,6 +147,7 @@ impl DockerRuntime {
                     "the engine does not see Berth's staging mount (does it run in another mount namespace or on another host?)",
                 ));
             }
+            steps.mark("verify");
         }
         Ok(())
     }

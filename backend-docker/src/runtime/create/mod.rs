@@ -56,6 +56,7 @@ impl DockerRuntime {
         request: CreateSandbox,
     ) -> Result<berth_core::model::SandboxRecord, RuntimeError> {
         let id = &request.id;
+        let mut steps = super::step_times::StepTimes::start("create");
         if self.store.get(id.as_str()).map_err(store_error)?.is_some()
             || self.index.get(id.as_str()).is_some()
         {
@@ -66,28 +67,35 @@ impl DockerRuntime {
         }
         self.check_volumes_supported(&request.spec)?;
         self.ensure_image(&request.spec).await?;
+        steps.mark("image");
         // Read (once) before anything of the sandbox is made: a failure leaves nothing to undo.
         let execd = self.execd_archive(request.spec.platform).await?;
+        steps.mark("agent");
 
         let mut stored = {
             let _guard = self.volume_lock.lock().await;
             let claims = self.plan_claims(&request.spec).await?;
+            steps.mark("claims");
             let mut stored = self.initial_record(&request, &claims);
             self.store.put(&stored).await.map_err(store_error)?;
+            steps.mark("store");
             if let Err(e) = self.create_claims(&mut stored).await {
                 drop(_guard);
                 self.rollback(&stored).await;
                 return Err(e);
             }
+            steps.mark("claim_create");
             stored
         };
-        match self.build(&request, &mut stored, execd).await {
+        match self.build(&request, &mut stored, execd, &mut steps).await {
             Ok(()) => {
                 stored.phase = Phase::Created;
                 if let Err(e) = self.store.put(&stored).await {
                     self.rollback(&stored).await;
                     return Err(store_error(e));
                 }
+                steps.mark("store");
+                steps.log(id.as_str());
                 Ok(self.record_of(&stored))
             }
             Err(e) => {
