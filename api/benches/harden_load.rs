@@ -364,8 +364,7 @@ async fn exhaustion(server: &DockerServer, some_id: &str) {
     let volumes: Vec<serde_json::Value> = (0..10_000)
         .map(|i| serde_json::json!({"name": format!("v{i}"), "pvc": {"claimName": "c"}, "mountPath": format!("/m{i}")}))
         .collect();
-    let body =
-        serde_json::json!({"image": {"uri": IMAGE}, "entrypoint": ["true"], "volumes": volumes});
+    let body = serde_json::json!({"image": {"uri": IMAGE}, "entrypoint": ["true"], "resourceLimits": {}, "volumes": volumes});
     let (status, bytes) = connection.call("POST", "/v1/sandboxes", Some(&body)).await;
     assert_refused(
         "10 000 volumes",
