@@ -72,8 +72,10 @@ from_objects_only!(
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(remote = "Self", rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateSandboxRequest {
-    /// Container image to run. Exactly one of `image` and `snapshotId`.
+    /// Container image to run. Exactly one of `image` and `snapshotId`; as Berth refuses
+    /// `snapshotId`, required (absent, it is reported with the other violations).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(required = true, nullable = false)]
     pub image: Option<ImageSpec>,
     /// Snapshot to restore from (not implemented by Berth: refused when set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -85,8 +87,10 @@ pub struct CreateSandboxRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 60)]
     pub timeout: Option<i64>,
-    /// Resource limits: `cpu` and `memory` in Kubernetes quantity syntax.
+    /// Resource limits: `cpu` and `memory` in Kubernetes quantity syntax; required (`{}` for
+    /// none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(required = true, nullable = false)]
     pub resource_limits: Option<BTreeMap<String, String>>,
     /// Environment variables of the entry process.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -96,6 +100,7 @@ pub struct CreateSandboxRequest {
     pub metadata: Option<BTreeMap<String, String>>,
     /// The entry process, `[executable, args...]`; required with `image`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(required = true, nullable = false)]
     pub entrypoint: Option<Vec<String>>,
     /// Egress policy (not implemented by Berth: refused unless empty).
     #[serde(default, skip_serializing_if = "Option::is_none")]
