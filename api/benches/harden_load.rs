@@ -1,10 +1,12 @@
-//! `cargo xtask harden load`: a real `berth-server` on the real engine under load and under
-//! hostile clients (`bench = false`: only xtask runs it, with its bounds). One client, the
+//! `cargo xtask harden load` (and `load-k8s`): a real `berth-server` under load and under
+//! hostile clients, on the real engine (`HARDEN_LOAD_RUNTIME=docker`) or on the test cluster
+//! (`kubernetes`) (`bench = false`: only xtask runs it, with its bounds). One client, the
 //! canary, calls `/health` on its own keep-alive connection every 20 ms from start to end: it
 //! must never fail, whatever else is going on.
 //!
 //! 1. 50 creates at once, each with a claim on a per-sandbox subPath and a read-only host volume.
-//! 2. More sandboxes (without volumes) up to `HARDEN_LOAD_SANDBOXES` (500).
+//! 2. More sandboxes (without volumes) up to `HARDEN_LOAD_SANDBOXES` (500; fewer than 50
+//!    makes the first step smaller).
 //! 3. Mixed reads (a sandbox, a filtered page, a plain page, `/health`, `/metrics`) at
 //!    concurrency 32 for `HARDEN_LOAD_SECONDS` (60), beside 100 slow-loris clients that send a
 //!    request's headers a byte a second and reconnect when closed: zero errors; throughput,
@@ -28,11 +30,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use harness::kubernetes::KubernetesServer;
 use harness::{Connection, DockerServer, KEY, peak_rss_kib, percentile};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const IMAGE: &str = "berth-test/busybox:latest";
+/// At most this many creates at once (fewer when the run has fewer sandboxes).
 const CONCURRENT_CREATES: usize = 50;
 const READERS: usize = 32;
 const SLOW_CLIENTS: usize = 100;
@@ -54,6 +58,49 @@ fn ms(d: Duration) -> f64 {
 fn json(bytes: &Bytes) -> serde_json::Value {
     serde_json::from_slice(bytes)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(bytes)))
+}
+
+/// The server under load, on either runtime (`HARDEN_LOAD_RUNTIME`: `docker`, the default, or
+/// `kubernetes` on the test cluster).
+struct Target {
+    runtime: String,
+    address: String,
+    pid: u32,
+    run: String,
+    host_root: std::path::PathBuf,
+    /// Stops the server and removes what it made, on drop.
+    _server: Box<dyn std::any::Any>,
+}
+
+impl Target {
+    async fn start(runtime: &str, env: &[(&str, String)]) -> Self {
+        let binary = env!("CARGO_BIN_EXE_berth-server");
+        match runtime {
+            "docker" => {
+                let server = DockerServer::start(binary, "harden-load", env).await;
+                Self {
+                    runtime: runtime.to_owned(),
+                    address: server.address.clone(),
+                    pid: server.pid(),
+                    run: server.run.clone(),
+                    host_root: server.host_root.clone(),
+                    _server: Box::new(server),
+                }
+            }
+            "kubernetes" => {
+                let server = KubernetesServer::start(binary, "harden-load", env).await;
+                Self {
+                    runtime: runtime.to_owned(),
+                    address: server.address.clone(),
+                    pid: server.pid(),
+                    run: server.run.clone(),
+                    host_root: server.host_root.clone(),
+                    _server: Box::new(server),
+                }
+            }
+            other => panic!("HARDEN_LOAD_RUNTIME={other:?}: docker or kubernetes"),
+        }
+    }
 }
 
 /// `/health` every 20 ms on one connection opened at the start, until `stop`.
@@ -101,10 +148,10 @@ async fn create(address: &str, body: &serde_json::Value) -> (String, Duration) {
 }
 
 /// Phase 1: all at once, each with two volumes.
-async fn concurrent_creates(server: &DockerServer) -> Vec<String> {
+async fn concurrent_creates(server: &Target, count: usize) -> Vec<String> {
     let claim = format!("{}-sessions", server.run);
     let started = Instant::now();
-    let tasks: Vec<_> = (0..CONCURRENT_CREATES)
+    let tasks: Vec<_> = (0..count)
         .map(|i| {
             let address = server.address.clone();
             let body = serde_json::json!({"image": {"uri": IMAGE}, "entrypoint": ["sleep", "3600"],
@@ -124,7 +171,7 @@ async fn concurrent_creates(server: &DockerServer) -> Vec<String> {
     }
     took.sort();
     println!(
-        "{CONCURRENT_CREATES} concurrent creates with 2 volumes each: all 202 in {:.1} s (p50 {:.0} ms, p99 {:.0} ms)",
+        "{count} concurrent creates with 2 volumes each: all 202 in {:.1} s (p50 {:.0} ms, p99 {:.0} ms)",
         started.elapsed().as_secs_f64(),
         ms(percentile(&took, 0.5)),
         ms(percentile(&took, 0.99)),
@@ -133,7 +180,7 @@ async fn concurrent_creates(server: &DockerServer) -> Vec<String> {
 }
 
 /// Phase 2: up to `total`, 8 at a time.
-async fn fill(server: &DockerServer, ids: &mut Vec<String>, total: usize) {
+async fn fill(server: &Target, ids: &mut Vec<String>, total: usize) {
     let started = Instant::now();
     let numbers: Vec<usize> = (ids.len()..total).collect();
     for chunk in numbers.chunks(8) {
@@ -197,7 +244,7 @@ async fn slow_client(address: String, until: Instant) -> Vec<Duration> {
 }
 
 /// Phase 3: mixed reads beside slow clients.
-async fn mixed_reads(server: &DockerServer, ids: Arc<Vec<String>>, seconds: u64) {
+async fn mixed_reads(server: &Target, ids: Arc<Vec<String>>, seconds: u64) {
     let until = Instant::now() + Duration::from_secs(seconds);
     let slow: Vec<_> = (0..SLOW_CLIENTS)
         .map(|_| tokio::spawn(slow_client(server.address.clone(), until)))
@@ -340,7 +387,7 @@ async fn huge_body(address: &str, body_bytes: u64, chunked: bool) -> (u16, u64, 
 }
 
 /// Phase 4.
-async fn exhaustion(server: &DockerServer, some_id: &str) {
+async fn exhaustion(server: &Target, some_id: &str) {
     for chunked in [false, true] {
         let what = if chunked {
             "1 GiB body, chunked"
@@ -422,7 +469,7 @@ async fn exhaustion(server: &DockerServer, some_id: &str) {
 /// 20 000 connections opened and left idle, by two helper processes of 10 000 each (one
 /// process may hold at most the hard open-file limit, 20 000 here, which only root with
 /// `CAP_SYS_RESOURCE` could raise).
-async fn idle_connections(server: &DockerServer) {
+async fn idle_connections(server: &Target) {
     let started = Instant::now();
     let holders: Vec<_> = (0..2)
         .map(|_| {
@@ -459,7 +506,7 @@ async fn idle_connections(server: &DockerServer) {
     println!(
         "{IDLE_CONNECTIONS} idle connections: {opened} opened, {failed} could not be opened, {held} still held by the server a second after opening (the rest closed at once, past server.max_connections, or at the header timeout); all closed by the server within {:.1} s; peak RSS so far {:.1} MiB",
         started.elapsed().as_secs_f64(),
-        peak_rss_kib(server.pid()) as f64 / 1024.0
+        peak_rss_kib(server.pid) as f64 / 1024.0
     );
     assert!(
         held <= 10_000,
@@ -531,24 +578,27 @@ async fn main() {
     }
     // Up to the hard limit, as the server does for itself: the holders inherit it.
     berth_api::serve::raise_open_file_limit();
-    let sandboxes = env_number("HARDEN_LOAD_SANDBOXES", 500).max(CONCURRENT_CREATES);
+    let sandboxes = env_number("HARDEN_LOAD_SANDBOXES", 500).max(1);
     let seconds = env_number("HARDEN_LOAD_SECONDS", 60) as u64;
-    let server = DockerServer::start(
-        env!("CARGO_BIN_EXE_berth-server"),
-        "harden-load",
+    let server = Target::start(
+        &std::env::var("HARDEN_LOAD_RUNTIME").unwrap_or_else(|_| "docker".to_owned()),
         &[(
             "BERTH_SERVER__HEADER_READ_TIMEOUT_SECONDS",
             HEADER_TIMEOUT.as_secs().to_string(),
         )],
     )
     .await;
+    println!(
+        "berth-server on the {} runtime, {sandboxes} sandboxes",
+        server.runtime
+    );
     let canary = Canary::start(&server.address).await;
 
-    let mut ids = concurrent_creates(&server).await;
+    let mut ids = concurrent_creates(&server, CONCURRENT_CREATES.min(sandboxes)).await;
     fill(&server, &mut ids, sandboxes).await;
     let ids = Arc::new(ids);
     mixed_reads(&server, ids.clone(), seconds).await;
-    let peak_load = peak_rss_kib(server.pid());
+    let peak_load = peak_rss_kib(server.pid);
     println!(
         "peak RSS through creates and reads: {:.1} MiB (limit {PEAK_RSS_LIMIT_MIB} MiB)",
         peak_load as f64 / 1024.0
@@ -588,7 +638,7 @@ async fn main() {
         ms(percentile(&canary, 0.99)),
         ms(*canary.last().unwrap()),
     );
-    let peak = peak_rss_kib(server.pid());
+    let peak = peak_rss_kib(server.pid);
     println!("peak RSS of the whole run: {:.1} MiB", peak as f64 / 1024.0);
     assert!(
         peak_load <= PEAK_RSS_LIMIT_MIB * 1024,

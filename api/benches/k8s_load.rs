@@ -18,7 +18,6 @@
 mod harness;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,9 +30,10 @@ use berth_k8s::config::KubernetesConfig;
 use berth_k8s::pod_status::{StartProgress, start_progress};
 use berth_k8s::render::{LABEL_MANAGED_BY, MANAGED_BY, PodPlan, render};
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, PostParams, WatchEvent, WatchParams};
 
+use harness::kubernetes::{NamespaceGuard, cluster_client};
 use harness::{Connection, KEY, percentile};
 
 /// Sandbox Pods in the cache for the last load step (the first has 100).
@@ -62,12 +62,6 @@ async fn get_json(connection: &mut Connection, path: &str) -> serde_json::Value 
     let (status, bytes) = connection.call("GET", path, None).await;
     assert_eq!(status, 200, "{path}: {}", String::from_utf8_lossy(&bytes));
     serde_json::from_slice(&bytes).unwrap()
-}
-
-/// Exits with `message` (before anything needs cleaning up).
-fn fail(message: String) -> ! {
-    eprintln!("k8s_load: {message}");
-    std::process::exit(1);
 }
 
 /// The server's memory: (VmRSS, VmHWM) in KiB.
@@ -159,77 +153,6 @@ impl Drop for ServerGuard {
             .stderr(Stdio::null())
             .status();
         let _ = self.0.wait();
-    }
-}
-
-/// The run's namespace: deleted on drop, also when the benchmark panics, with everything in it;
-/// the drop waits (bounded) until it is gone, so a following run starts on a quiet cluster.
-struct NamespaceGuard {
-    name: String,
-    client: kube::Client,
-}
-
-impl Drop for NamespaceGuard {
-    fn drop(&mut self) {
-        let (client, name) = (self.client.clone(), self.name.clone());
-        // Inside the benchmark's runtime a blocking wait needs a thread and runtime of its own.
-        let _ = std::thread::spawn(move || {
-            tokio::runtime::Runtime::new()
-                .unwrap()
-                .block_on(async move {
-                    let namespaces = Api::<Namespace>::all(client);
-                    let started = Instant::now();
-                    if let Err(e) = namespaces
-                        .delete(&name, &DeleteParams::background())
-                        .await
-                    {
-                        eprintln!("k8s_load: deleting namespace {name} failed: {e}");
-                        return;
-                    }
-                    while started.elapsed() < Duration::from_secs(300) {
-                        if matches!(namespaces.get_opt(&name).await, Ok(None)) {
-                            println!(
-                                "namespace {name} deleted in {:.1} s",
-                                started.elapsed().as_secs_f64()
-                            );
-                            return;
-                        }
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                    }
-                    eprintln!(
-                        "k8s_load: namespace {name} still terminating after 300 s; left to the cluster"
-                    );
-                });
-        })
-        .join();
-    }
-}
-
-/// A client for the test cluster, or a clear failure when there is none.
-async fn cluster_client(kubeconfig: &Path) -> kube::Client {
-    let hint = "`cargo xtask bench k8s` brings the test cluster up and runs this benchmark";
-    let file = kube::config::Kubeconfig::read_from(kubeconfig).unwrap_or_else(|e| {
-        fail(format!(
-            "no test cluster: cannot read {} ({e}); {hint}",
-            kubeconfig.display()
-        ))
-    });
-    let config =
-        kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
-            .await
-            .unwrap_or_else(|e| fail(format!("{}: {e}", kubeconfig.display())));
-    let client = kube::Client::try_from(config)
-        .unwrap_or_else(|e| fail(format!("{}: {e}", kubeconfig.display())));
-    match tokio::time::timeout(Duration::from_secs(20), client.apiserver_version()).await {
-        Ok(Ok(_)) => client,
-        Ok(Err(e)) => fail(format!(
-            "the test cluster of {} does not answer: {e}; {hint}",
-            kubeconfig.display()
-        )),
-        Err(_) => fail(format!(
-            "the test cluster of {} does not answer within 20 s; {hint}",
-            kubeconfig.display()
-        )),
     }
 }
 
@@ -462,23 +385,11 @@ async fn main() {
     let pods_wanted = env_number("K8S_LOAD_PODS", PODS).max(1);
     let rounds = env_number("K8S_LOAD_ROUNDS", ROUNDS).max(1);
     let requests = env_number("K8S_LOAD_REQUESTS", REQUESTS_PER_WORKER).max(1);
-    let kubeconfig: PathBuf = std::env::var_os("XTASK_K8S_KUBECONFIG")
-        .map_or_else(|| PathBuf::from("/tmp/berth-k8s/kubeconfig"), PathBuf::from);
+    let kubeconfig = harness::kubernetes::kubeconfig();
     let client = cluster_client(&kubeconfig).await;
 
     let name = format!("berth-bench-k8s-{}", std::process::id());
-    let ns: Namespace = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": name, "labels": {"berth.test": "1"}}
-    }))
-    .unwrap();
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .unwrap_or_else(|e| fail(format!("creating namespace {name}: {e}")));
-    let namespace = NamespaceGuard {
-        name: name.clone(),
-        client: client.clone(),
-    };
+    let namespace = NamespaceGuard::create(&client, &name).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &name);
     // The server's settings, for rendering Pods exactly as it does.
     let mut config = KubernetesConfig::new(&name);

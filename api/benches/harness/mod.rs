@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // Not every benchmark uses every piece.
 
+pub(crate) mod kubernetes;
+
 use std::time::Duration;
 
 use bytes::Bytes;

@@ -6,7 +6,8 @@
 //!   built by xtask on the stable toolchain); their corpora, kept in `fuzz/corpus/`, are replayed
 //!   first.
 //! - `api-fuzz`: schemathesis against `/openapi.json` of a real server on the real engine.
-//! - `load`: a real server on the real engine under load, slow clients and exhaustion.
+//! - `load`, `load-k8s`: a real server under load, slow clients and exhaustion, on the real
+//!   engine and on the test cluster.
 //! - `paths`: the symlink-exchange race at the safe-path level and through full creates.
 
 mod api_fuzz;
@@ -28,6 +29,7 @@ const COMMANDS: &[(&str, u64, u64)] = &[
     ("fuzz", fuzz::SMALL_SECONDS, 600),
     ("api-fuzz", api_fuzz::SMALL_SECONDS, 600),
     ("load", load::SMALL_SECONDS, load::FULL_SECONDS),
+    ("load-k8s", load::SMALL_SECONDS, load::FULL_SECONDS),
     // Bounded by its counts.
     ("paths", 0, 0),
 ];
@@ -88,6 +90,7 @@ pub(crate) fn main(args: &[String]) -> Result<(), String> {
             "fuzz" => fuzz::run(bound)?,
             "api-fuzz" => api_fuzz::run(bound)?,
             "load" => load::run(bound)?,
+            "load-k8s" => load::run_on_cluster(bound)?,
             "paths" => paths::run(bound)?,
             _ => unreachable!("every command is matched"),
         }
