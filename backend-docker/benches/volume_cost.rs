@@ -1,6 +1,7 @@
 //! The cost of a safe volume, against the engine's floor measured in the same run, rounds
 //! interleaved so both sides see the same machine (host network, the test image, the same
-//! limits; median of 20 after a warm-up round):
+//! limits; median of 40 after a warm-up round — with 20, the ratios moved by ±0.05 between
+//! runs):
 //!
 //! - create→Running without volumes: Berth, against the same container body (Berth's own
 //!   rendering) created and started directly;
@@ -25,7 +26,7 @@ use berth_docker::render::{MountSource, PlannedMount, render_container};
 use bollard::query_parameters::{CreateContainerOptions, RemoveContainerOptions};
 
 const IMAGE: &str = "berth-test/busybox:latest";
-const ROUNDS: usize = 20;
+const ROUNDS: usize = 40;
 
 fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();
