@@ -46,16 +46,44 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 const REQUEST_TIMEOUT_SECONDS: &str = "120";
 
 pub(crate) fn run(bound: super::Bound) -> Result<(), String> {
+    fuzz_server(bound, None)
+}
+
+/// The same against a server with the Kubernetes runtime, in a namespace of the run's own on
+/// the test cluster (brought up if it is not, and then taken down again).
+pub(crate) fn run_on_cluster(bound: super::Bound) -> Result<(), String> {
+    let was_up = crate::k8s_env::main(&["status".to_owned()]).is_ok();
+    if !was_up {
+        crate::k8s_env::main(&["up".to_owned()])?;
+    }
+    let namespace = format!("berth-api-fuzz-{}", std::process::id());
+    let result = fuzz_server(bound, Some(namespace));
+    if was_up {
+        result
+    } else {
+        result.and(crate::k8s_env::main(&[
+            "down".to_owned(),
+            "--purge".to_owned(),
+        ]))
+    }
+}
+
+fn fuzz_server(bound: super::Bound, namespace: Option<String>) -> Result<(), String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let target = target_dir(&root)?;
     let venv = ensure_venv(&root, &target)?;
     // The server of the test build: in CI already built, so nothing to compile.
     crate::build_both_commands()?;
     crate::test_image::ensure()?;
-    let reports = fresh_dir(&target, &["harden", "api-fuzz"])?;
-    let examples = fresh_dir_keep(&target, &["harden", "api-fuzz-examples"])?;
+    let name = if namespace.is_some() {
+        "api-fuzz-k8s"
+    } else {
+        "api-fuzz"
+    };
+    let reports = fresh_dir(&target, &["harden", name])?;
+    let examples = fresh_dir_keep(&target, &["harden", &format!("{name}-examples")])?;
 
-    let mut run = Run::new()?;
+    let mut run = Run::new(namespace)?;
     let fuzzed = run
         .start_server(&target.join("debug/berth-server"), &reports)
         .and_then(|()| fuzz(&venv, &root, &run, &reports, &examples, bound));
@@ -73,13 +101,13 @@ pub(crate) fn run(bound: super::Bound) -> Result<(), String> {
     if let Err(e) = summary {
         problems.push(e);
     }
-    eprintln!("xtask: api-fuzz reports in {}", reports.display());
+    eprintln!("xtask: {name} reports in {}", reports.display());
     if problems.is_empty() {
-        eprintln!("xtask: api-fuzz passed");
+        eprintln!("xtask: {name} passed");
         Ok(())
     } else {
         Err(format!(
-            "harden api-fuzz failed:\n  {}",
+            "harden {name} failed:\n  {}",
             problems.join("\n  ")
         ))
     }
@@ -177,10 +205,12 @@ struct Run {
     address: String,
     server: Option<Child>,
     finished: bool,
+    /// The Kubernetes runtime's namespace (made for the run, deleted after it); `None`: Docker.
+    namespace: Option<String>,
 }
 
 impl Run {
-    fn new() -> Result<Self, String> {
+    fn new(namespace: Option<String>) -> Result<Self, String> {
         let pid = std::process::id();
         let dir = std::env::temp_dir().join(format!("berth-api-fuzz-{pid}"));
         // A directory left by an earlier run with the same pid holds nothing of this one's.
@@ -195,7 +225,11 @@ impl Run {
             address: String::new(),
             server: None,
             finished: false,
+            namespace,
         };
+        if let Some(namespace) = &run.namespace {
+            create_namespace(namespace)?;
+        }
         for sub in ["state", "host"] {
             create_dir(&run.dir.join(sub))?;
         }
@@ -236,21 +270,42 @@ impl Run {
                 "BERTH_STORAGE__ALLOWED_HOST_PATHS",
                 format!("[{}]", toml_string(&host_root.to_string_lossy())),
             )
-            .env(
-                "BERTH_DOCKER__LABELS",
-                format!(
-                    "{{ \"berth.test\" = \"1\", \"berth.test-run\" = {} }}",
-                    toml_string(&self.label)
-                ),
-            )
-            // Sandboxes run fuzzed commands: they get no network at all.
-            .env("BERTH_DOCKER__NETWORK_MODE", "none")
-            // Pulls only ever go to a closed loopback port (the hooks see to it); bounded anyway.
-            .env("BERTH_DOCKER__IMAGE_PULL_TIMEOUT_SECONDS", "20")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err);
+        let labels = format!(
+            "{{ \"berth.test\" = \"1\", \"berth.test-run\" = {} }}",
+            toml_string(&self.label)
+        );
+        match &self.namespace {
+            None => {
+                command
+                    .env("BERTH_DOCKER__LABELS", labels)
+                    // Sandboxes run fuzzed commands: they get no network at all.
+                    .env("BERTH_DOCKER__NETWORK_MODE", "none")
+                    // Pulls only ever go to a closed loopback port (the hooks see to it);
+                    // bounded anyway.
+                    .env("BERTH_DOCKER__IMAGE_PULL_TIMEOUT_SECONDS", "20");
+            }
+            Some(namespace) => {
+                command
+                    .env("BERTH_RUNTIME__TYPE", "kubernetes")
+                    .env("BERTH_KUBERNETES__NAMESPACE", namespace)
+                    .env(
+                        "BERTH_KUBERNETES__KUBECONFIG",
+                        crate::k8s_env::kubeconfig_path(),
+                    )
+                    .env("BERTH_KUBERNETES__LABELS", labels)
+                    // Images are never pulled: the test image is there, any other fails at
+                    // once (ErrImageNeverPull).
+                    .env("BERTH_KUBERNETES__IMAGE_PULL_POLICY", "Never")
+                    // A Pod whose volumes cannot be mounted waits this long before the create
+                    // fails.
+                    .env("BERTH_KUBERNETES__START_TIMEOUT_SECONDS", "15")
+                    .env("BERTH_KUBERNETES__DELETE_GRACE_PERIOD_SECONDS", "1");
+            }
+        }
         eprintln!(
             "xtask: starting berth-server on {} (log: {})",
             self.address,
@@ -300,6 +355,11 @@ impl Run {
         eprintln!(
             "xtask: teardown: removed {containers} container(s) and {volumes} volume(s) of the run"
         );
+        if let Some(namespace) = self.namespace.take()
+            && let Err(e) = delete_namespace(&namespace)
+        {
+            notes.push(e);
+        }
         let mounts = mounts_below(&self.dir);
         if !mounts.is_empty() {
             notes.push(format!(
@@ -421,10 +481,47 @@ impl Drop for Run {
             let _ = child.wait();
         }
         remove_labelled(&self.label);
+        if let Some(namespace) = self.namespace.take()
+            && let Err(e) = delete_namespace(&namespace)
+        {
+            eprintln!("xtask: {e}");
+        }
         if let Err(e) = self.remove_dir() {
             eprintln!("xtask: {e}");
         }
     }
+}
+
+/// A namespace for the run's Kubernetes runtime, labelled `berth.test=1`.
+fn create_namespace(name: &str) -> Result<(), String> {
+    let body = format!(
+        r#"{{"apiVersion":"v1","kind":"Namespace","metadata":{{"name":"{name}","labels":{{"berth.test":"1"}}}}}}"#
+    );
+    match crate::k8s_env::api_call("POST", "/api/v1/namespaces", Some(&body))? {
+        (201, _) => Ok(()),
+        (status, body) => Err(format!("creating namespace {name}: {status} {body}")),
+    }
+}
+
+/// Deletes the run's namespace (every Pod, claim and Secret in it) and waits, bounded, until
+/// it is gone.
+fn delete_namespace(name: &str) -> Result<(), String> {
+    let path = format!("/api/v1/namespaces/{name}");
+    match crate::k8s_env::api_call("DELETE", &path, None)? {
+        (200 | 202 | 404, _) => {}
+        (status, body) => return Err(format!("deleting namespace {name}: {status} {body}")),
+    }
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while Instant::now() < deadline {
+        if let Ok((404, _)) = crate::k8s_env::api_call("GET", &path, None) {
+            eprintln!("xtask: teardown: namespace {name} deleted");
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    Err(format!(
+        "namespace {name} still there 180 s after its deletion"
+    ))
 }
 
 /// A key nobody else knows, without a crate: the kernel's random UUID.

@@ -5,7 +5,8 @@
 //! - `fuzz`: the fuzz targets in `fuzz/` (libFuzzer through libfuzzer-sys, without sanitizers,
 //!   built by xtask on the stable toolchain); their corpora, kept in `fuzz/corpus/`, are replayed
 //!   first.
-//! - `api-fuzz`: schemathesis against `/openapi.json` of a real server on the real engine.
+//! - `api-fuzz`, `api-fuzz-k8s`: schemathesis against `/openapi.json` of a real server, on the
+//!   real engine and with the Kubernetes runtime on the test cluster.
 //! - `load`, `load-k8s`: a real server under load, slow clients and exhaustion, on the real
 //!   engine and on the test cluster.
 //! - `paths`: the symlink-exchange race at the safe-path level and through full creates.
@@ -28,6 +29,7 @@ pub(crate) struct Bound {
 const COMMANDS: &[(&str, u64, u64)] = &[
     ("fuzz", fuzz::SMALL_SECONDS, 600),
     ("api-fuzz", api_fuzz::SMALL_SECONDS, 600),
+    ("api-fuzz-k8s", api_fuzz::SMALL_SECONDS, 600),
     ("load", load::SMALL_SECONDS, load::FULL_SECONDS),
     ("load-k8s", load::SMALL_SECONDS, load::FULL_SECONDS),
     // Bounded by its counts.
@@ -89,6 +91,7 @@ pub(crate) fn main(args: &[String]) -> Result<(), String> {
         match command {
             "fuzz" => fuzz::run(bound)?,
             "api-fuzz" => api_fuzz::run(bound)?,
+            "api-fuzz-k8s" => api_fuzz::run_on_cluster(bound)?,
             "load" => load::run(bound)?,
             "load-k8s" => load::run_on_cluster(bound)?,
             "paths" => paths::run(bound)?,

@@ -109,6 +109,55 @@ impl Layout {
             .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
+    /// Any call on the API server with a JSON body; its status and body. An error when it
+    /// cannot be reached.
+    pub(crate) fn api_call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> Result<(u16, String), String> {
+        use std::io::Write;
+        let token = self.token()?;
+        let mut child = Command::new("curl")
+            .args([
+                "--silent",
+                "--max-time",
+                "30",
+                "--user-agent",
+                "berth-xtask",
+            ])
+            .args(["--request", method, "--write-out", "\n%{http_code}"])
+            .args(["--header", "Content-Type: application/json"])
+            .args(["--data-binary", "@-"])
+            .arg("--cacert")
+            .arg(self.ca())
+            .arg("--header")
+            .arg(format!("Authorization: Bearer {token}"))
+            .arg(format!("https://127.0.0.1:{APISERVER_PORT}{path}"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("running curl: {e}"))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(body.unwrap_or_default().as_bytes())
+                .map_err(|e| format!("writing to curl: {e}"))?;
+        }
+        let output = child
+            .wait_with_output()
+            .map_err(|e| format!("running curl: {e}"))?;
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
+        match status.trim().parse::<u16>() {
+            Ok(status) if status != 0 => Ok((status, body.to_owned())),
+            _ => Err(format!(
+                "{method} {path}: the API server cannot be reached (curl exit {})",
+                output.status
+            )),
+        }
+    }
+
     pub(crate) fn apiserver_ready(&self) -> bool {
         self.api_get("/readyz")
             .is_some_and(|body| body.trim() == "ok")

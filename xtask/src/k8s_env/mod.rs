@@ -44,6 +44,15 @@ pub(crate) fn kubeconfig_path() -> PathBuf {
     Path::new(DEFAULT_DIR).join("kubeconfig")
 }
 
+/// A call on the API server of the cluster in the default directory (admin credentials).
+pub(crate) fn api_call(
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> Result<(u16, String), String> {
+    cluster::Layout::new(Path::new(DEFAULT_DIR)).api_call(method, path, body)
+}
+
 pub(crate) fn main(args: &[String]) -> Result<(), String> {
     let (command, rest) = args.split_first().ok_or(USAGE)?;
     let options = Options::parse(rest)?;
