@@ -79,7 +79,7 @@ impl NamespaceGuard {
             "metadata": {"name": name, "labels": {"berth.test": "1"}},
             "spec": {
                 "capacity": {"storage": "1Gi"},
-                "accessModes": ["ReadWriteMany"],
+                "accessModes": ["ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany"],
                 "persistentVolumeReclaimPolicy": "Retain",
                 "storageClassName": "",
                 "hostPath": {"path": path.to_str().unwrap(), "type": "DirectoryOrCreate"},
