@@ -60,7 +60,8 @@ fn bool_param(pairs: &[(String, String)], name: &str) -> Result<bool, ApiError> 
         (status = 200, description = "Dry run", body = wire::DryRunResponse),
         (status = 400, description = "Invalid request", body = wire::ErrorResponse),
         (status = 401, description = "Missing or wrong API key", body = wire::ErrorResponse),
-        (status = 503, description = "Runtime unreachable", body = wire::ErrorResponse)))]
+        (status = 503, description = "Runtime unreachable", body = wire::ErrorResponse),
+        (status = 504, description = "Did not run in time (SANDBOX::START_TIMEOUT; Kubernetes: kubernetes.start_timeout_seconds, the message names why)", body = wire::ErrorResponse)))]
 pub(crate) async fn create_sandbox(
     State(state): State<AppState>,
     QueryPairs(query): QueryPairs,
@@ -178,7 +179,9 @@ pub(crate) async fn delete_sandbox(
 /// Pause a running sandbox.
 #[utoipa::path(post, path = "/v1/sandboxes/{sandboxId}/pause", tag = "Sandboxes",
     params(("sandboxId" = String, Path)),
-    responses((status = 202, description = "Paused"), (status = 404, description = "No such sandbox", body = wire::ErrorResponse),
+    responses((status = 202, description = "Paused"),
+        (status = 400, description = "The runtime cannot pause (SANDBOX::UNSUPPORTED_FEATURE; Kubernetes)", body = wire::ErrorResponse),
+        (status = 404, description = "No such sandbox", body = wire::ErrorResponse),
         (status = 409, description = "Not running", body = wire::ErrorResponse)))]
 pub(crate) async fn pause_sandbox(
     State(state): State<AppState>,
@@ -194,7 +197,9 @@ pub(crate) async fn pause_sandbox(
 /// Resume a paused sandbox.
 #[utoipa::path(post, path = "/v1/sandboxes/{sandboxId}/resume", tag = "Sandboxes",
     params(("sandboxId" = String, Path)),
-    responses((status = 202, description = "Resumed"), (status = 404, description = "No such sandbox", body = wire::ErrorResponse),
+    responses((status = 202, description = "Resumed"),
+        (status = 400, description = "The runtime cannot pause (SANDBOX::UNSUPPORTED_FEATURE; Kubernetes)", body = wire::ErrorResponse),
+        (status = 404, description = "No such sandbox", body = wire::ErrorResponse),
         (status = 409, description = "Not paused", body = wire::ErrorResponse)))]
 pub(crate) async fn resume_sandbox(
     State(state): State<AppState>,

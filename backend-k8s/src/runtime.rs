@@ -1277,9 +1277,20 @@ impl Runtime for KubernetesRuntime {
 
     async fn endpoint(&self, id: &SandboxId, port: u16) -> Result<wire::Endpoint, RuntimeError> {
         self.wait_synced().await?;
-        let ip = self
-            .read(|t| t.get(id.as_str()).map(|e| e.pod_ip.clone()))
+        let (ip, state) = self
+            .read(|t| {
+                t.get(id.as_str())
+                    .map(|e| (e.pod_ip.clone(), e.record.status.state))
+            })
             .ok_or_else(|| RuntimeError::NotFound { id: id.to_string() })?;
+        // A Pod being deleted (or ended) may keep its IP a while: nothing to reach there.
+        if state != berth_core::model::SandboxState::Running {
+            return Err(RuntimeError::EndpointNotAvailable {
+                id: id.clone(),
+                port,
+                detail: format!("the sandbox is not running ({state:?})"),
+            });
+        }
         match ip {
             Some(ip) => Ok(wire::Endpoint {
                 endpoint: format!("{ip}:{port}"),

@@ -86,6 +86,15 @@ async fn a_sandbox_lives_and_dies_as_a_pod() {
     );
 
     runtime.delete(&created.id).await.unwrap();
+    // Stopping: its Pod may keep its IP a while, but there is nothing to reach.
+    let stopping = runtime.endpoint(&created.id, 8080).await;
+    assert!(
+        matches!(
+            stopping,
+            Err(RuntimeError::EndpointNotAvailable { .. } | RuntimeError::NotFound { .. })
+        ),
+        "{stopping:?}"
+    );
     let seen = until_gone(&runtime, &created.id).await;
     assert!(
         seen.iter().all(|s| *s == SandboxState::Stopping),

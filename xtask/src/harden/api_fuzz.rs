@@ -75,10 +75,10 @@ fn fuzz_server(bound: super::Bound, namespace: Option<String>) -> Result<(), Str
     // The server of the test build: in CI already built, so nothing to compile.
     crate::build_both_commands()?;
     crate::test_image::ensure()?;
-    let name = if namespace.is_some() {
-        "api-fuzz-k8s"
+    let (name, runtime) = if namespace.is_some() {
+        ("api-fuzz-k8s", "kubernetes")
     } else {
-        "api-fuzz"
+        ("api-fuzz", "docker")
     };
     let reports = fresh_dir(&target, &["harden", name])?;
     let examples = fresh_dir_keep(&target, &["harden", &format!("{name}-examples")])?;
@@ -88,7 +88,7 @@ fn fuzz_server(bound: super::Bound, namespace: Option<String>) -> Result<(), Str
         .start_server(&target.join("debug/berth-server"), &reports)
         .and_then(|()| fuzz(&venv, &root, &run, &reports, &examples, bound));
     let teardown = run.finish();
-    let summary = summarize(&venv, &root, &reports);
+    let summary = summarize(&venv, &root, &reports, runtime);
 
     let mut problems = Vec::new();
     if let Err(e) = fuzzed {
@@ -697,6 +697,14 @@ fn fuzz(
     command
         .current_dir(reports)
         .env("SCHEMATHESIS_HOOKS", &hooks)
+        .env(
+            "API_FUZZ_RUNTIME",
+            if run.namespace.is_some() {
+                "kubernetes"
+            } else {
+                "docker"
+            },
+        )
         .env("API_FUZZ_HOST_ROOT", run.host_root())
         .stdin(Stdio::null())
         .stdout(output)
@@ -748,12 +756,13 @@ fn wait_bounded(child: &mut Child, limit: Duration) -> Result<Option<ExitStatus>
 
 /// Prints the summary of the run's reports (`xtask/harden/api_fuzz_summary.py`); `Err` when it
 /// counts a failure or cannot read them.
-fn summarize(venv: &Path, root: &Path, reports: &Path) -> Result<(), String> {
+fn summarize(venv: &Path, root: &Path, reports: &Path, runtime: &str) -> Result<(), String> {
     let script = root.join("xtask/harden/api_fuzz_summary.py");
     let status = Command::new(venv.join("python"))
         .arg(&script)
         .arg(reports)
         .arg(root.join("api/openapi.yaml"))
+        .env("API_FUZZ_RUNTIME", runtime)
         .status()
         .map_err(|e| format!("running {}: {e}", script.display()))?;
     if status.success() {
