@@ -351,14 +351,19 @@ impl Run {
         if let Some(note) = self.stop_server() {
             notes.push(note);
         }
-        let (containers, volumes) = remove_labelled(&self.label);
-        eprintln!(
-            "xtask: teardown: removed {containers} container(s) and {volumes} volume(s) of the run"
-        );
-        if let Some(namespace) = self.namespace.take()
-            && let Err(e) = delete_namespace(&namespace)
-        {
-            notes.push(e);
+        match self.namespace.take() {
+            // The namespace takes every Pod, claim and Secret of the run with it.
+            Some(namespace) => {
+                if let Err(e) = delete_namespace(&namespace) {
+                    notes.push(e);
+                }
+            }
+            None => {
+                let (containers, volumes) = remove_labelled(&self.label);
+                eprintln!(
+                    "xtask: teardown: removed {containers} container(s) and {volumes} volume(s) of the run"
+                );
+            }
         }
         let mounts = mounts_below(&self.dir);
         if !mounts.is_empty() {
@@ -376,9 +381,11 @@ impl Run {
     fn delete_sandboxes(&self) -> Vec<String> {
         let mut notes = Vec::new();
         let key = Some(self.api_key.as_str());
-        let mut deleted = 0;
-        // Each pass lists the first page again: deleting shifts the pages.
-        for _ in 0..50 {
+        let mut deleted = std::collections::BTreeSet::new();
+        // Each pass lists the first page again: deleting shifts the pages. A deleted Pod is
+        // listed (Stopping) until it is gone: passes continue, a second apart, for a while.
+        let deadline = Instant::now() + Duration::from_secs(180);
+        while Instant::now() < deadline {
             let ids = match http(&self.address, "GET", "/v1/sandboxes?pageSize=200", key) {
                 Ok((200, body)) => sandbox_ids(&body),
                 Ok((status, body)) => {
@@ -393,13 +400,21 @@ impl Run {
                 }
             };
             if ids.is_empty() {
-                eprintln!("xtask: teardown: deleted {deleted} sandbox(es) the run left");
+                eprintln!(
+                    "xtask: teardown: deleted {} sandbox(es) the run left",
+                    deleted.len()
+                );
                 return notes;
+            }
+            if !deleted.is_empty() {
+                std::thread::sleep(Duration::from_secs(1));
             }
             for id in ids {
                 let path = format!("/v1/sandboxes/{id}");
                 match http(&self.address, "DELETE", &path, key) {
-                    Ok((204 | 404, _)) => deleted += 1,
+                    Ok((204 | 404, _)) => {
+                        deleted.insert(id);
+                    }
                     Ok((status, body)) => {
                         notes.push(format!("teardown: DELETE {path} answered {status}: {body}"));
                         return notes;
@@ -411,7 +426,7 @@ impl Run {
                 }
             }
         }
-        notes.push("teardown: sandboxes still listed after 50 rounds of deletes".into());
+        notes.push("teardown: sandboxes still listed 180 s after the first delete".into());
         notes
     }
 
@@ -480,11 +495,15 @@ impl Drop for Run {
             let _ = child.kill();
             let _ = child.wait();
         }
-        remove_labelled(&self.label);
-        if let Some(namespace) = self.namespace.take()
-            && let Err(e) = delete_namespace(&namespace)
-        {
-            eprintln!("xtask: {e}");
+        match self.namespace.take() {
+            Some(namespace) => {
+                if let Err(e) = delete_namespace(&namespace) {
+                    eprintln!("xtask: {e}");
+                }
+            }
+            None => {
+                remove_labelled(&self.label);
+            }
         }
         if let Err(e) = self.remove_dir() {
             eprintln!("xtask: {e}");
