@@ -126,13 +126,17 @@ fn ci() -> Result<(), String> {
 }
 
 /// `--all-targets` leaves out `test = false` and `bench = false` targets: the cluster tests and
-/// benchmark are linted by name, with the workspace's flags so the check build is shared.
+/// the benchmarks only xtask runs are linted by name, with the workspace's flags so the check
+/// build is shared.
 fn cluster_tests_lint() -> Result<(), String> {
     let mut args = vec!["clippy", "--workspace", "--all-features"];
     for test in CLUSTER_TESTS {
         args.extend_from_slice(&["--test", test]);
     }
-    args.extend_from_slice(&["--bench", "k8s_load", "--", "-D", "warnings"]);
+    for bench in ["k8s_load", "harden_load"] {
+        args.extend_from_slice(&["--bench", bench]);
+    }
+    args.extend_from_slice(&["--", "-D", "warnings"]);
     cargo(&args)
 }
 

@@ -236,10 +236,7 @@ impl Drop for KubernetesServer {
         // The namespace first: its Pods hold the directory's volumes mounted.
         drop(self.namespace.take());
         for _ in 0..600 {
-            let mounted = std::fs::read_to_string("/proc/self/mountinfo")
-                .unwrap_or_default()
-                .contains(self.dir.to_str().unwrap_or("/"));
-            if !mounted {
+            if super::mounts_below(&self.dir).is_empty() {
                 let _ = std::fs::remove_dir_all(&self.dir);
                 return;
             }

@@ -209,19 +209,24 @@ impl Drop for DockerServer {
         stop_and_remove_run(&mut self.child, &self.run);
         // Staging mounts of sandboxes a failed run could not delete: detached (deepest first)
         // before the directory is removed.
-        let prefix = self.dir.to_string_lossy().into_owned();
-        let mut mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
-            .filter(|m| m.starts_with(&prefix))
-            .collect();
-        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in mounts {
+        for m in mounts_below(&self.dir) {
             let _ = std::process::Command::new("umount")
                 .args(["-l", &m])
                 .status();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Mount points at or below `dir`, deepest first.
+pub(crate) fn mounts_below(dir: &std::path::Path) -> Vec<String> {
+    let prefix = dir.to_string_lossy().into_owned();
+    let mut mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
+        .filter(|m| m.starts_with(&prefix))
+        .collect();
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    mounts
 }

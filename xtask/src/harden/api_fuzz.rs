@@ -52,20 +52,8 @@ pub(crate) fn run(bound: super::Bound) -> Result<(), String> {
 /// The same against a server with the Kubernetes runtime, in a namespace of the run's own on
 /// the test cluster (brought up if it is not, and then taken down again).
 pub(crate) fn run_on_cluster(bound: super::Bound) -> Result<(), String> {
-    let was_up = crate::k8s_env::main(&["status".to_owned()]).is_ok();
-    if !was_up {
-        crate::k8s_env::main(&["up".to_owned()])?;
-    }
     let namespace = format!("berth-api-fuzz-{}", std::process::id());
-    let result = fuzz_server(bound, Some(namespace));
-    if was_up {
-        result
-    } else {
-        result.and(crate::k8s_env::main(&[
-            "down".to_owned(),
-            "--purge".to_owned(),
-        ]))
-    }
+    crate::k8s_env::on_cluster(|| fuzz_server(bound, Some(namespace)))
 }
 
 fn fuzz_server(bound: super::Bound, namespace: Option<String>) -> Result<(), String> {

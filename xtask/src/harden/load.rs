@@ -20,19 +20,9 @@ pub(crate) fn run(bound: super::Bound) -> Result<(), String> {
 
 pub(crate) fn run_on_cluster(bound: super::Bound) -> Result<(), String> {
     crate::test_image::ensure()?;
-    let was_up = crate::k8s_env::main(&["status".to_owned()]).is_ok();
-    if !was_up {
-        crate::k8s_env::main(&["up".to_owned()])?;
-    }
-    let result = run_bench(bound, "kubernetes", if bound.small { 20 } else { 100 });
-    if was_up {
-        result
-    } else {
-        result.and(crate::k8s_env::main(&[
-            "down".to_owned(),
-            "--purge".to_owned(),
-        ]))
-    }
+    crate::k8s_env::on_cluster(|| {
+        run_bench(bound, "kubernetes", if bound.small { 20 } else { 100 })
+    })
 }
 
 fn run_bench(bound: super::Bound, runtime: &str, sandboxes: u32) -> Result<(), String> {

@@ -44,6 +44,18 @@ pub(crate) fn kubeconfig_path() -> PathBuf {
     Path::new(DEFAULT_DIR).join("kubeconfig")
 }
 
+/// Runs `work` on the test cluster in the default directory: brought up first if it is not
+/// up, and then taken down (and purged) again; left as it was if it was up.
+pub(crate) fn on_cluster(work: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
+    let was_up = main(&["status".to_owned()]).is_ok();
+    if was_up {
+        return work();
+    }
+    main(&["up".to_owned()])?;
+    let result = work();
+    result.and(main(&["down".to_owned(), "--purge".to_owned()]))
+}
+
 /// A call on the API server of the cluster in the default directory (admin credentials).
 pub(crate) fn api_call(
     method: &str,
