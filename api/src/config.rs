@@ -66,6 +66,8 @@ pub struct KubernetesSection {
     pub pod_template_file: Option<PathBuf>,
     /// How long a create waits for its Pod to run.
     pub start_timeout_seconds: u64,
+    /// Longest wait for the answer to one API server call (watches aside).
+    pub api_timeout_seconds: u64,
     /// `Always`, `IfNotPresent` or `Never`; unset: the cluster's default.
     pub image_pull_policy: Option<String>,
     /// `runtimeClassName` of sandbox Pods (unless the template sets one).
@@ -92,6 +94,7 @@ impl Default for KubernetesSection {
             kubeconfig: None,
             pod_template_file: None,
             start_timeout_seconds: 120,
+            api_timeout_seconds: 30,
             image_pull_policy: None,
             runtime_class_name: None,
             service_account_name: None,
@@ -566,6 +569,11 @@ impl Config {
             1..=3600,
         )?;
         in_range(
+            "kubernetes.api_timeout_seconds",
+            k.api_timeout_seconds,
+            1..=3600,
+        )?;
+        in_range(
             "kubernetes.delete_grace_period_seconds",
             k.delete_grace_period_seconds,
             0..=3600,
@@ -624,6 +632,7 @@ impl Config {
             .clone_from(&k.service_account_name);
         config.ossfs_csi_driver.clone_from(&k.ossfs_csi_driver);
         config.start_timeout = Duration::from_secs(k.start_timeout_seconds);
+        config.api_timeout = Duration::from_secs(k.api_timeout_seconds);
         config.delete_grace_period = Duration::from_secs(k.delete_grace_period_seconds);
         config.allowed_host_paths = self.policy().allowed_host_roots;
         config.subpath_init_image.clone_from(&k.subpath_init_image);
@@ -1222,6 +1231,11 @@ mod tests {
                 "BERTH_KUBERNETES__START_TIMEOUT_SECONDS",
                 "900",
                 "kubernetes.start_timeout_seconds",
+            ),
+            (
+                "BERTH_KUBERNETES__API_TIMEOUT_SECONDS",
+                "0",
+                "kubernetes.api_timeout_seconds",
             ),
             (
                 "BERTH_KUBERNETES__SUBPATH_INIT_IMAGE",

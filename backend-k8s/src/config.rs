@@ -29,6 +29,9 @@ pub struct KubernetesConfig {
     pub ossfs_csi_driver: String,
     /// How long a create waits for Running (`kubernetes.start_timeout_seconds`).
     pub start_timeout: Duration,
+    /// Longest wait for the answer to one API server call, watches aside
+    /// (`kubernetes.api_timeout_seconds`).
+    pub api_timeout: Duration,
     /// Grace period of a sandbox Pod's deletion (`kubernetes.delete_grace_period_seconds`).
     pub delete_grace_period: Duration,
     /// Roots under which host volumes may be mounted (`storage.allowed_host_paths`).
@@ -64,6 +67,7 @@ impl KubernetesConfig {
             service_account_name: None,
             ossfs_csi_driver: "ossplugin.csi.alibabacloud.com".to_owned(),
             start_timeout: Duration::from_secs(120),
+            api_timeout: Duration::from_secs(30),
             delete_grace_period: Duration::from_secs(10),
             allowed_host_paths: Vec::new(),
             drop_capabilities: berth_core::runtime::DROPPED_CAPABILITIES

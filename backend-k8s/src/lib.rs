@@ -7,6 +7,7 @@
 //! the leader's sweep of what crashed creates left (`sweep`); and the runtime over all of them
 //! (`runtime`).
 
+pub mod call_timeout;
 pub mod config;
 pub mod events;
 pub mod leadership;

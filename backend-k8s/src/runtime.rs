@@ -109,7 +109,7 @@ fn api_error(context: &str) -> impl FnOnce(kube::Error) -> RuntimeError + '_ {
             detail: format!("API server answered {}: {}", status.code, status.message),
         },
         other => RuntimeError::Unavailable {
-            detail: format!("{context}: {other}"),
+            detail: format!("{context}: {}", berth_core::runtime::with_causes(&other)),
         },
     }
 }
@@ -165,7 +165,10 @@ impl KubernetesRuntime {
                 .await
                 .map_err(|e| fail(e.to_string()))?,
         };
-        let client = kube::Client::try_from(client_config).map_err(|e| fail(e.to_string()))?;
+        let client = kube::client::ClientBuilder::try_from(client_config)
+            .map_err(|e| fail(e.to_string()))?
+            .with_layer(&crate::call_timeout::CallTimeoutLayer(config.api_timeout))
+            .build();
         let version = client
             .apiserver_version()
             .await

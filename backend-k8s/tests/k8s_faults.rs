@@ -1,8 +1,9 @@
 //! Faults in every API server call of create, delete, expiry, renewal and metadata patch, on the
 //! test cluster through a fault-injecting proxy (`cluster/api_proxy.rs`): each call refused, cut
-//! before the API server sees it, or carried out with its answer lost. Every fault is a server
-//! error the caller can read; afterwards the sandbox is whole or gone (never a Pod, claim or
-//! Secret of a failed create left behind), and a retry finishes the job.
+//! before the API server sees it, carried out with its answer lost, or answered past
+//! `kubernetes.api_timeout_seconds`. Every fault is a server error the caller can read;
+//! afterwards the sandbox is whole or gone (never a Pod, claim or Secret of a failed create left
+//! behind), and a retry finishes the job.
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly by design.
 
@@ -32,14 +33,24 @@ async fn proxied(test: &str) -> (TestNamespace, KubernetesRuntime, ApiProxy) {
     (namespace, runtime, proxy)
 }
 
-/// A failed call is a server error, never a success or a client error.
-fn assert_server_error(error: &RuntimeError, what: &str) {
+/// A failed call is a server error, never a success or a client error; one answered too late
+/// names the setting.
+fn assert_server_error(error: &RuntimeError, what: &str, kind: FaultKind) {
     let status = error.code().http_status();
     assert!(
         status >= 500,
         "{what}: {status} {} {error}",
         error.code().as_str()
     );
+    if let FaultKind::Delay(_) = kind {
+        assert_eq!(status, 503, "{what}: {error}");
+        assert!(
+            error
+                .to_string()
+                .contains("kubernetes.api_timeout_seconds = 3 s"),
+            "{what}: {error}"
+        );
+    }
     println!("{what}: {status} {} {error}", error.code().as_str());
 }
 
@@ -96,7 +107,7 @@ async fn until_nothing_left(namespace: &TestNamespace, what: &str) {
 async fn every_failing_call_of_a_create_leaves_nothing() {
     let (namespace, runtime, proxy) = proxied("faults-create").await;
     // A volume per create: a claim that bound one and was rolled back leaves it Released.
-    let _pool = VolumePool::new(&namespace, 20).await;
+    let _pool = VolumePool::new(&namespace, 26).await;
     // Each create makes a claim of its own, removed with the sandbox, and needs registry
     // credentials (a Secret): every kind of object a create makes.
     let body = |claim: &str| {
@@ -129,6 +140,7 @@ async fn every_failing_call_of_a_create_leaves_nothing() {
             assert_server_error(
                 &result.expect_err("a create with a failing call succeeded"),
                 &what,
+                kind,
             );
             assert!(
                 matches!(
@@ -185,7 +197,7 @@ async fn every_failing_call_of_a_delete_or_an_expiry_is_finished_by_a_retry() {
                     runtime.delete(&id).await
                 };
                 assert_eq!(proxy.faults_pending(), 0, "{what}: the call was never made");
-                assert_server_error(&failed.unwrap_err(), &what);
+                assert_server_error(&failed.unwrap_err(), &what, kind);
                 // Retried: done, or already done.
                 let retried = if expiry {
                     runtime.delete_if_expired(&id, later).await.map(|_| ())
@@ -221,7 +233,7 @@ async fn a_failing_renewal_or_patch_leaves_the_record_agreeing_with_the_pod() {
         proxy.fail_next("PATCH", "/pods/sandbox-", kind);
         let err = runtime.renew(&id, until).await.unwrap_err();
         assert_eq!(proxy.faults_pending(), 0, "{what}: the call was never made");
-        assert_server_error(&err, &what);
+        assert_server_error(&err, &what, kind);
         // Renewed on the API server or not: the record says what the Pod says, and the retry
         // renews.
         let on_pod = pod_expiry(&namespace, &id).await;
@@ -235,7 +247,7 @@ async fn a_failing_renewal_or_patch_leaves_the_record_agreeing_with_the_pod() {
         proxy.fail_next("PATCH", "/pods/sandbox-", kind);
         let err = runtime.patch_metadata(&id, &patch).await.unwrap_err();
         assert_eq!(proxy.faults_pending(), 0, "{what}: the call was never made");
-        assert_server_error(&err, &what);
+        assert_server_error(&err, &what, kind);
         runtime.patch_metadata(&id, &patch).await.unwrap();
         until_record_says(&runtime, &id, &what, |r| r.metadata.contains_key(&key)).await;
         cases += 2;

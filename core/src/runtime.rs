@@ -265,6 +265,23 @@ impl Capabilities {
     }
 }
 
+/// `error` and its causes, each once: a transport error's own text ("client error
+/// (SendRequest)") says little; its cause says what happened ("connection closed before
+/// message completed"). For the detail of [`RuntimeError::Unavailable`].
+pub fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        let next = c.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        cause = c.source();
+    }
+    text
+}
+
 /// How a runtime call fails. Each variant has one stable code.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum RuntimeError {
@@ -518,4 +535,35 @@ pub trait Runtime: Send + Sync {
 
     /// What `create` would do, without any side effect.
     async fn render(&self, request: &CreateSandbox) -> Result<RenderedSandbox, RuntimeError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_causes;
+
+    #[derive(Debug)]
+    struct Layer(&'static str, Option<Box<Layer>>);
+
+    impl std::fmt::Display for Layer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|e| e as _)
+        }
+    }
+
+    #[test]
+    fn causes_follow_the_error_each_once() {
+        let inner = Layer("connection closed before message completed", None);
+        let repeated = Layer("client error (SendRequest)", Some(Box::new(inner)));
+        let outer = Layer("client error (SendRequest)", Some(Box::new(repeated)));
+        assert_eq!(
+            with_causes(&outer),
+            "client error (SendRequest): connection closed before message completed"
+        );
+    }
 }

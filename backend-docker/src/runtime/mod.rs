@@ -90,7 +90,7 @@ fn docker_error(context: &str) -> impl FnOnce(bollard::errors::Error) -> Runtime
             detail: format!("engine answered {status_code}: {message}"),
         },
         other if is_connection_error(&other) => RuntimeError::Unavailable {
-            detail: format!("{context}: {}", with_causes(&other)),
+            detail: format!("{context}: {}", berth_core::runtime::with_causes(&other)),
         },
         other => RuntimeError::Internal {
             context: context.to_owned(),
@@ -110,22 +110,6 @@ fn is_connection_error(e: &bollard::errors::Error) -> bool {
             | bollard::errors::Error::RequestTimeoutError
             | bollard::errors::Error::SocketNotFoundError(_)
     )
-}
-
-/// `e` and its causes: a transport error's own text ("client error (SendRequest)") says little;
-/// its cause says what happened ("connection closed before message completed").
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let next = c.to_string();
-        if !text.contains(&next) {
-            text.push_str(": ");
-            text.push_str(&next);
-        }
-        cause = c.source();
-    }
-    text
 }
 
 fn is_not_found(e: &bollard::errors::Error) -> bool {
