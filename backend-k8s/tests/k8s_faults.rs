@@ -20,16 +20,25 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
 use kube::api::{Api, ListParams};
 use serde_json::json;
 
-const KINDS: [FaultKind; 3] = [
+/// Short enough for a test, long enough for a loaded 2-CPU machine's ordinary calls.
+const API_TIMEOUT: Duration = Duration::from_secs(3);
+
+const KINDS: [FaultKind; 4] = [
     FaultKind::RefuseBefore,
     FaultKind::CutBefore,
     FaultKind::LoseResponse,
+    // Past the API timeout.
+    FaultKind::Delay(Duration::from_secs(6)),
 ];
 
 async fn proxied(test: &str) -> (TestNamespace, KubernetesRuntime, ApiProxy) {
     let proxy = ApiProxy::start().await;
     let kubeconfig = proxy.kubeconfig.clone();
-    let (namespace, runtime) = TestNamespace::with(test, |c| c.kubeconfig = Some(kubeconfig)).await;
+    let (namespace, runtime) = TestNamespace::with(test, |c| {
+        c.kubeconfig = Some(kubeconfig);
+        c.api_timeout = API_TIMEOUT;
+    })
+    .await;
     (namespace, runtime, proxy)
 }
 
