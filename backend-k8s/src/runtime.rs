@@ -353,40 +353,56 @@ impl KubernetesRuntime {
         }
     }
 
-    /// Removes claim `name` if it was made for sandbox `id` (its label says so) and nothing
-    /// took it since (deleted as read): a claim whose creation went unanswered. One made for
-    /// another sandbox, or by someone else, stays.
+    /// Removes claim `name` if it was made for sandbox `id` (its label says so) and no Pod owns
+    /// it: a claim whose creation went unanswered. Deleted as read; read again when it changed
+    /// in between (the volume binder updates a new claim within moments). One made for another
+    /// sandbox, or taken by a Pod since, stays.
     async fn roll_back_claim_if_made_for(&self, id: &SandboxId, name: &str) {
-        let claim = match self.claims.get_opt(name).await {
-            Ok(Some(claim)) => claim,
-            Ok(None) => return,
-            Err(e) => {
-                tracing::error!(sandbox = %id, claim = %name, error = %e, "rollback: reading a claim failed; the sweep removes it if it is an orphan");
+        for attempt in 0..=CONFLICT_RETRIES {
+            if attempt > 0 {
+                tokio::time::sleep(conflict_backoff(attempt)).await;
+            }
+            let claim = match self.claims.get_opt(name).await {
+                Ok(Some(claim)) => claim,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::error!(sandbox = %id, claim = %name, error = %e, "rollback: reading a claim failed; the sweep removes it if it is an orphan");
+                    return;
+                }
+            };
+            let made_for_this = claim
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(crate::render::LABEL_MADE_FOR))
+                .is_some_and(|made_for| made_for == id.as_str());
+            let owned = claim
+                .metadata
+                .owner_references
+                .as_ref()
+                .is_some_and(|o| !o.is_empty());
+            if !made_for_this || owned || claim.metadata.deletion_timestamp.is_some() {
                 return;
             }
-        };
-        let made_for_this = claim
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(crate::render::LABEL_MADE_FOR))
-            .is_some_and(|made_for| made_for == id.as_str());
-        if !made_for_this {
-            return;
+            let as_read = DeleteParams {
+                preconditions: Some(kube::api::Preconditions {
+                    resource_version: claim.metadata.resource_version.clone(),
+                    uid: claim.metadata.uid.clone(),
+                }),
+                ..DeleteParams::default()
+            };
+            match self.claims.delete(name, &as_read).await {
+                Ok(_) => return,
+                Err(e) if is_status(&e, 404) => return,
+                // Changed since the read: read it again.
+                Err(e) if is_status(&e, 409) => {}
+                Err(e) => {
+                    tracing::error!(sandbox = %id, claim = %name, error = %e, "rollback: deleting a claim failed; the sweep removes it if it is an orphan");
+                    return;
+                }
+            }
         }
-        let as_read = DeleteParams {
-            preconditions: Some(kube::api::Preconditions {
-                resource_version: claim.metadata.resource_version.clone(),
-                uid: claim.metadata.uid.clone(),
-            }),
-            ..DeleteParams::default()
-        };
-        if let Err(e) = self.claims.delete(name, &as_read).await
-            && !is_status(&e, 404)
-            && !is_status(&e, 409)
-        {
-            tracing::error!(sandbox = %id, claim = %name, error = %e, "rollback: deleting a claim failed; the sweep removes it if it is an orphan");
-        }
+        tracing::error!(sandbox = %id, claim = %name, "rollback: a claim kept changing; the sweep removes it if it is an orphan");
     }
 
     /// Makes every claim of `request` that Berth created with `deleteOnSandboxTermination`
