@@ -241,6 +241,18 @@ fn test_k8s() -> Result<(), String> {
 /// Removes containers and volumes of earlier test runs that could not clean up (a killed run):
 /// everything labelled `berth.test=1`. Each test removes its own; this is the safety net.
 fn sweep_test_leftovers() {
+    let (containers, volumes) = remove_docker_objects("label=berth.test=1");
+    if containers > 0 {
+        eprintln!("xtask: removed {containers} leftover test container(s)");
+    }
+    if volumes > 0 {
+        eprintln!("xtask: removed {volumes} leftover test volume(s)");
+    }
+}
+
+/// Removes the containers (with their anonymous volumes) and the volumes that match the
+/// `docker … --filter` `filter`; how many of each.
+pub(crate) fn remove_docker_objects(filter: &str) -> (usize, usize) {
     let list = |args: &[&str]| -> Vec<String> {
         Command::new("docker")
             .args(args)
@@ -248,31 +260,27 @@ fn sweep_test_leftovers() {
             .map(|o| {
                 String::from_utf8_lossy(&o.stdout)
                     .lines()
-                    .map(str::to_owned)
                     .filter(|l| !l.is_empty())
+                    .map(str::to_owned)
                     .collect()
             })
             .unwrap_or_default()
     };
-    let containers = list(&["ps", "-aq", "--filter", "label=berth.test=1"]);
+    let containers = list(&["ps", "-aq", "--filter", filter]);
     if !containers.is_empty() {
-        eprintln!(
-            "xtask: removing {} leftover test container(s)",
-            containers.len()
-        );
         let _ = Command::new("docker")
-            .args(["rm", "-f"])
+            .args(["rm", "-f", "-v"])
             .args(&containers)
             .output();
     }
-    let volumes = list(&["volume", "ls", "-q", "--filter", "label=berth.test=1"]);
+    let volumes = list(&["volume", "ls", "-q", "--filter", filter]);
     if !volumes.is_empty() {
-        eprintln!("xtask: removing {} leftover test volume(s)", volumes.len());
         let _ = Command::new("docker")
             .args(["volume", "rm", "-f"])
             .args(&volumes)
             .output();
     }
+    (containers.len(), volumes.len())
 }
 
 /// Runs cargo (the one that runs this xtask) and fails on a non-zero exit.

@@ -588,35 +588,7 @@ fn mounts_below(dir: &Path) -> Vec<String> {
 
 /// Removes the containers and volumes labelled with `label`; how many of each.
 fn remove_labelled(label: &str) -> (usize, usize) {
-    let filter = format!("label=berth.test-run={label}");
-    let list = |args: &[&str]| -> Vec<String> {
-        Command::new("docker")
-            .args(args)
-            .output()
-            .map(|o| {
-                String::from_utf8_lossy(&o.stdout)
-                    .lines()
-                    .filter(|l| !l.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let containers = list(&["ps", "-aq", "--filter", &filter]);
-    if !containers.is_empty() {
-        let _ = Command::new("docker")
-            .args(["rm", "-f", "-v"])
-            .args(&containers)
-            .output();
-    }
-    let volumes = list(&["volume", "ls", "-q", "--filter", &filter]);
-    if !volumes.is_empty() {
-        let _ = Command::new("docker")
-            .args(["volume", "rm", "-f"])
-            .args(&volumes)
-            .output();
-    }
-    (containers.len(), volumes.len())
+    crate::remove_docker_objects(&format!("label=berth.test-run={label}"))
 }
 
 /// One HTTP/1.1 request without a body: the status and the body.
