@@ -328,7 +328,7 @@ mod tests {
         assert_eq!((storage.bytes(), storage.as_str()), (1536 << 20, "1536Mi"));
     }
 
-    /// Found by the `quantities` fuzz target (`fuzz/artifacts/quantities/`): a long fraction
+    /// Found by the `quantities` fuzz target (kept as `fuzz/seeds/quantities/fraction-times-binary-suffix`): a long fraction
     /// times a binary suffix overflowed u128 before the division, and a quantity that is a whole
     /// number of bytes well within u64 was refused as too large.
     #[test]
