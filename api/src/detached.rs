@@ -34,7 +34,42 @@ pub(crate) async fn create(
             roll_back_unclaimed(&task_state, &id).await;
         }
     });
-    wait(state, rx).await
+    let mut result = UntakenCreate {
+        rx,
+        state: state.clone(),
+    };
+    wait(state, &mut result.rx).await
+}
+
+/// The handler's end of a detached create. A sent result is not yet a taken one: the client can
+/// hang up after the create sent its record and before the handler ran again to take it (the
+/// connection's task and the create's run on different threads), and the record would be dropped
+/// with the handler. So when this end goes — taken or not — it is closed first (a send after that
+/// fails, and the create rolls itself back), and a record sent before is rolled back here.
+struct UntakenCreate {
+    rx: oneshot::Receiver<Result<SandboxRecord, RuntimeError>>,
+    state: AppState,
+}
+
+impl Drop for UntakenCreate {
+    fn drop(&mut self) {
+        self.rx.close();
+        let Ok(Ok(record)) = self.rx.try_recv() else {
+            return;
+        };
+        let state = self.state.clone();
+        // Handlers are dropped on the server's runtime; without one there is nothing to run on.
+        if tokio::runtime::Handle::try_current().is_ok() {
+            self.state
+                .in_flight
+                .spawn(async move { roll_back_unclaimed(&state, &record.id).await });
+        } else {
+            tracing::error!(
+                sandbox = %record.id,
+                "create finished after its client had gone, and no runtime is left to roll it back (delete it by id)"
+            );
+        }
+    }
 }
 
 /// Deletes a sandbox whose create finished after its client stopped waiting.
@@ -77,7 +112,7 @@ where
 /// Waits for a detached call's result, up to the request deadline.
 async fn wait<T>(
     state: &AppState,
-    rx: oneshot::Receiver<Result<T, RuntimeError>>,
+    rx: impl Future<Output = Result<Result<T, RuntimeError>, oneshot::error::RecvError>>,
 ) -> Result<T, ApiError> {
     match tokio::time::timeout(state.request_deadline, rx).await {
         Ok(Ok(result)) => result.map_err(ApiError::from),

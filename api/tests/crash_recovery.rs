@@ -18,14 +18,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use common::{Server, call, mounts_below, require_docker, run_containers, tempfile_dir};
+use common::{
+    ScratchDir, Server, call, mounts_below, require_docker, run_containers, tempfile_dir,
+};
 use serde_json::{Value, json};
 
 const IMAGE: &str = "berth-test/busybox:latest";
 
 /// A server's state directory, host root and run label, kept across its restarts.
 struct Setup {
-    tmp: PathBuf,
+    tmp: ScratchDir,
     host_root: PathBuf,
     run: String,
 }
@@ -95,28 +97,6 @@ impl Setup {
             "staging mounts left after every sandbox was deleted"
         );
         drop(server);
-        std::fs::remove_dir_all(&self.tmp).unwrap();
-    }
-}
-
-/// After a failed test (the server is dropped first, its containers removed), the staging
-/// mounts a killed server left are detached, deepest first, and the directory removed.
-impl Drop for Setup {
-    fn drop(&mut self) {
-        let root = self.tmp.to_string_lossy().into_owned();
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let mut mounts: Vec<&str> = mountinfo
-            .lines()
-            .filter_map(|line| line.split(' ').nth(4))
-            .filter(|point| point.starts_with(&root))
-            .collect();
-        mounts.sort_by_key(|point| std::cmp::Reverse(point.len()));
-        for point in mounts {
-            let _ = std::process::Command::new("umount")
-                .args(["-l", point])
-                .status();
-        }
-        let _ = std::fs::remove_dir_all(&self.tmp);
     }
 }
 

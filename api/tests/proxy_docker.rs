@@ -16,11 +16,10 @@
 mod common;
 
 use std::convert::Infallible;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{Server, tempfile_dir};
+use common::{ScratchDir, Server, tempfile_dir};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use http_body_util::{BodyExt, Empty, Full, StreamBody, combinators::BoxBody};
 use hyper::body::{Frame, Incoming};
@@ -105,7 +104,7 @@ fn assert_error(reply: &(StatusCode, String), status: u16, code: &str) {
 }
 
 /// A server of its own for one test, the agent injected when `agent`; its scratch directory.
-fn start(name: &str, agent: bool) -> (Server, PathBuf) {
+fn start(name: &str, agent: bool) -> (ScratchDir, Server) {
     let tmp = tempfile_dir();
     let run = format!("proxy-docker-{name}-{}", std::process::id());
     let mut env = vec![("BERTH_SERVER__API_KEY", KEY.to_owned())];
@@ -115,7 +114,8 @@ fn start(name: &str, agent: bool) -> (Server, PathBuf) {
     } else {
         common::require_docker(&[BUSYBOX]);
     }
-    (Server::start(&run, &tmp.join("state"), &env), tmp)
+    let server = Server::start(&run, &tmp.join("state"), &env);
+    (tmp, server)
 }
 
 /// Creates a busybox sandbox running `entrypoint`; its id.
@@ -198,13 +198,13 @@ async fn delete(address: &str, id: &str) {
 }
 
 /// Stops the server with SIGTERM and checks that nothing of its run is left.
-fn finish(mut server: Server, tmp: PathBuf) {
+fn finish(mut server: Server, tmp: &ScratchDir) {
     server.terminate();
     assert_eq!(server.wait(), Some(0), "berth-server did not exit cleanly");
     let containers = common::run_containers(&server.run);
     assert!(containers.is_empty(), "containers left: {containers:?}");
     drop(server);
-    std::fs::remove_dir_all(&tmp).unwrap();
+    std::fs::remove_dir_all(tmp).unwrap();
 }
 
 /// A field of `docker inspect` of a container, as the CLI formats it.
@@ -259,7 +259,7 @@ fn memory_kib(pid: u32, field: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_file_served_in_a_sandbox_is_fetched_through_the_proxy() {
-    let (server, tmp) = start("httpd", false);
+    let (tmp, server) = start("httpd", false);
     let address = server.address.clone();
     let script = format!(
         "mkdir -p /tmp/www && echo '{PAGE}' > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www"
@@ -369,12 +369,12 @@ async fn a_file_served_in_a_sandbox_is_fetched_through_the_proxy() {
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     assert_eq!(json_of(&body)["code"], "SANDBOX::NOT_FOUND");
 
-    finish(server, tmp);
+    finish(server, &tmp);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_injected_agent_answers_directly_and_through_the_proxy() {
-    let (server, tmp) = start("agent", true);
+    let (tmp, server) = start("agent", true);
     let address = server.address.clone();
     let script = format!(
         "mkdir -p /tmp/www && echo '{PAGE}' > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www"
@@ -577,12 +577,12 @@ async fn the_injected_agent_answers_directly_and_through_the_proxy() {
         404,
         "SANDBOX::NOT_FOUND",
     );
-    finish(server, tmp);
+    finish(server, &tmp);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn signed_routes_admit_without_the_key_and_refuse_every_misuse() {
-    let (server, tmp) = start("signed", true);
+    let (tmp, server) = start("signed", true);
     let address = server.address.clone();
     let (a, b) = tokio::join!(
         create(&address, &["sleep", "600"]),
@@ -736,7 +736,7 @@ async fn signed_routes_admit_without_the_key_and_refuse_every_misuse() {
     let (status, _) = http(&address, "GET", &format!("{route}/ping"), None, None).await;
     assert_eq!(status, StatusCode::OK, "the genuine route still works");
     delete(&address, &a).await;
-    finish(server, tmp);
+    finish(server, &tmp);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -744,7 +744,7 @@ async fn a_100_mib_upload_streams_through_with_bounded_server_memory() {
     const MIB: usize = 1 << 20;
     /// Growth of the server's peak resident memory allowed over its value before the upload.
     const BOUND_KIB: u64 = 64 * 1024;
-    let (server, tmp) = start("upload", true);
+    let (tmp, server) = start("upload", true);
     let address = server.address.clone();
     let id = create(&address, &["sleep", "600"]).await;
     let upload = format!("/v1/sandboxes/{id}/proxy/{AGENT}/upload");
@@ -792,5 +792,5 @@ async fn a_100_mib_upload_streams_through_with_bounded_server_memory() {
         after - before
     );
     delete(&address, &id).await;
-    finish(server, tmp);
+    finish(server, &tmp);
 }

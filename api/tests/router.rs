@@ -965,6 +965,54 @@ async fn a_create_whose_client_hangs_up_is_rolled_back() {
 }
 
 #[tokio::test]
+async fn a_create_answered_just_as_its_client_hangs_up_is_rolled_back() {
+    // The create sends its record, and the client hangs up before the handler runs again to take
+    // it (on a busy server the connection's task and the create's run on different threads): the
+    // record was sent but never taken, and must be rolled back like any untaken create.
+    let inner = memory();
+    let gate = gate();
+    let state = AppState::new(
+        Faulty {
+            inner: inner.clone(),
+            create_gate: Some(gate.clone()),
+            ..Faulty::default()
+        }
+        .runtime(),
+        policy(),
+    );
+    let app = router(state.clone());
+    let mut request = Box::pin(
+        app.clone().oneshot(
+            Request::post("/v1/sandboxes")
+                .header("content-type", "application/json")
+                .body(Body::from(create_body(json!({})).to_string()))
+                .unwrap(),
+        ),
+    );
+    let waiting = tokio::time::timeout(std::time::Duration::from_millis(50), &mut request).await;
+    assert!(waiting.is_err(), "the create must still be running");
+    until_count(&inner, 1).await;
+    gate.add_permits(1);
+    // The create task ends (its record sent) while the handler is not polled.
+    assert!(
+        state
+            .finish_in_flight(std::time::Duration::from_secs(10))
+            .await
+    );
+    assert_eq!(inner.list().await.unwrap().len(), 1);
+    drop(request);
+    assert!(
+        state
+            .finish_in_flight(std::time::Duration::from_secs(10))
+            .await
+    );
+    assert!(
+        inner.list().await.unwrap().is_empty(),
+        "a record sent to a client that had gone was kept"
+    );
+}
+
+#[tokio::test]
 async fn a_create_past_the_deadline_is_a_504_and_rolled_back() {
     let inner = memory();
     let gate = gate();

@@ -36,8 +36,43 @@ pub fn run_containers(run: &str) -> Vec<String> {
     ])
 }
 
-/// A fresh directory under the temp dir.
-pub fn tempfile_dir() -> PathBuf {
+/// A fresh directory under the temp dir, removed when dropped — also after a failed test, when a
+/// killed or failed server may have left staging mounts in it: those are detached first, deepest
+/// first. Declare it before the `Server` using it, so that the server is stopped (and its
+/// containers removed) before the directory goes.
+pub struct ScratchDir(PathBuf);
+
+impl std::ops::Deref for ScratchDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for ScratchDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let root = self.0.to_string_lossy().into_owned();
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut mounts: Vec<&str> = mountinfo
+            .lines()
+            .filter_map(|line| line.split(' ').nth(4))
+            .filter(|point| point.starts_with(&root))
+            .collect();
+        mounts.sort_by_key(|point| std::cmp::Reverse(point.len()));
+        for point in mounts {
+            let _ = Command::new("umount").args(["-l", point]).status();
+        }
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn tempfile_dir() -> ScratchDir {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let dir = std::env::temp_dir().join(format!(
         "berth-api-test-{}-{}",
@@ -45,7 +80,7 @@ pub fn tempfile_dir() -> PathBuf {
         N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     std::fs::create_dir(&dir).unwrap();
-    dir
+    ScratchDir(dir)
 }
 
 /// Whether anything is mounted at or below `dir`.
