@@ -10,12 +10,13 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use self::layers::Layer;
 
-/// The whole configuration.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// The whole configuration. It serializes (as the file spells it) so that the tests can hold the
+/// example file and `docs/configuration.md` to it; it holds the API key, so it is never logged.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// `[server]`.
@@ -33,7 +34,7 @@ pub struct Config {
 }
 
 /// `[proxy]`: the server proxy to sandboxes' ports (`/v1/sandboxes/{id}/proxy/{port}/...`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProxySection {
     /// Longest wait for a connection to a sandbox's port (then 504).
@@ -55,7 +56,7 @@ impl Default for ProxySection {
 }
 
 /// `[kubernetes]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KubernetesSection {
     /// Namespace of sandbox Pods, claims and Secrets.
@@ -107,7 +108,7 @@ impl Default for KubernetesSection {
 }
 
 /// `[server]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Address to listen on.
@@ -162,7 +163,7 @@ impl Default for ServerConfig {
 }
 
 /// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines.
@@ -172,7 +173,7 @@ pub enum LogFormat {
 }
 
 /// `[runtime]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RuntimeConfig {
     /// Which runtime runs sandboxes.
@@ -184,7 +185,7 @@ pub struct RuntimeConfig {
 }
 
 /// The runtimes a server can be configured with (the in-memory test runtime is not one).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RuntimeKind {
     /// Docker Engine.
@@ -213,7 +214,7 @@ pub const COMPILED_RUNTIMES: &[RuntimeKind] = &[
 ];
 
 /// `[docker]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DockerSection {
     /// Engine address; default `DOCKER_HOST` or the local socket.
@@ -256,7 +257,7 @@ impl Default for DockerSection {
 }
 
 /// `[storage]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageSection {
     /// Roots host volumes may be under; empty disables host volumes.

@@ -27,7 +27,7 @@ Exit status: 0 done; 1 refused by the server (4xx) or invalid request; 2 usage e
 
 /// `berth`: drive a Berth (or any OpenSandbox Lifecycle API v1) server from a terminal.
 #[derive(Debug, Parser)]
-#[command(name = "berth", version = crate::VERSION, after_help = AFTER_HELP)]
+#[command(name = "berth", version = berth_core::version::VERSION_LINE.as_str(), after_help = AFTER_HELP)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]

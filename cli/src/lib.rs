@@ -9,6 +9,3 @@ pub mod commands;
 pub mod output;
 pub mod settings;
 pub mod volume_spec;
-
-/// The version `berth --version` prints.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -6,6 +6,7 @@
 //! - [`error_code`]: every stable error code.
 //! - [`runtime`]: the `Runtime` trait backends implement, and their `Capabilities`.
 //! - [`list_index`]: the ordered index with postings a runtime answers list pages from.
+//! - [`version`]: the version and commit the commands print.
 //! - `testkit` (feature): an in-memory runtime for API tests and the conformance suite.
 
 pub mod error_code;
@@ -13,6 +14,7 @@ pub mod list_index;
 pub mod model;
 pub mod runtime;
 pub mod validate;
+pub mod version;
 pub mod wire;
 
 #[cfg(feature = "testkit")]

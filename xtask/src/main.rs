@@ -11,11 +11,14 @@
 //! - `test-k8s`: brings that cluster up (and leaves it up) and runs the Kubernetes runtime's
 //!   cluster tests; `test` runs them too, on a cluster it takes down afterwards.
 //! - `harden <name>`: fuzzing and the other proofs under hostile input (`harden`).
+//! - `release`: the reproducible release archive and its checksums (`release`).
 
 mod harden;
 mod k8s_env;
+mod release;
 mod test_image;
 
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 fn main() -> ExitCode {
@@ -29,9 +32,10 @@ fn main() -> ExitCode {
         Some("k8s-env") => k8s_env::main(&args[1..]),
         Some("test-k8s") => test_k8s(),
         Some("harden") => harden::main(&args[1..]),
+        Some("release") => release::main(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | test [cargo test args] | bench [k8s] | test-image | openapi | k8s-env | test-k8s | harden>"
+                "usage: cargo xtask <ci | test [cargo test args] | bench [k8s] | test-image | openapi | k8s-env | test-k8s | harden | release>"
             );
             return ExitCode::from(2);
         }
@@ -106,7 +110,7 @@ fn openapi() -> Result<(), String> {
     Ok(())
 }
 
-fn ci() -> Result<(), String> {
+pub(crate) fn ci() -> Result<(), String> {
     cargo(&["fmt", "--all", "--", "--check"])?;
     cargo(&[
         "clippy",
@@ -281,6 +285,34 @@ pub(crate) fn remove_docker_objects(filter: &str) -> (usize, usize) {
             .output();
     }
     (containers.len(), volumes.len())
+}
+
+/// The target directory cargo builds into: `CARGO_TARGET_DIR` (relative to the directory cargo
+/// was started in) or the workspace's `target`.
+pub(crate) fn target_dir(root: &Path) -> Result<PathBuf, String> {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => {
+            let dir = PathBuf::from(dir);
+            if dir.is_absolute() {
+                Ok(dir)
+            } else {
+                std::env::current_dir()
+                    .map(|cwd| cwd.join(dir))
+                    .map_err(|e| format!("the current directory: {e}"))
+            }
+        }
+        None => Ok(root.join("target")),
+    }
+}
+
+/// Creates `dir` unless it exists.
+pub(crate) fn create_dir(dir: &Path) -> Result<(), String> {
+    match std::fs::create_dir(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+            Err(format!("creating {}: {e}", dir.display()))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Runs cargo (the one that runs this xtask) and fails on a non-zero exit.

@@ -3,6 +3,7 @@
 //! ```text
 //! berth-server [--config FILE]      serve (config also from BERTH_CONFIG and BERTH_* variables)
 //! berth-server --print-openapi      print the OpenAPI document (YAML)
+//! berth-server --version            version and commit
 //! ```
 //!
 //! Exit codes: 0 after a shutdown (SIGTERM/SIGINT; a warning says when it was cut short by
@@ -19,30 +20,31 @@ use berth_api::{AppState, reaper, router};
 use berth_core::runtime::Runtime;
 use tokio_util::sync::CancellationToken;
 
+/// Berth's HTTP server: the OpenSandbox Lifecycle API v1 over Docker or Kubernetes.
+#[derive(clap::Parser)]
+#[command(
+    name = "berth-server",
+    version = berth_core::version::VERSION_LINE.as_str(),
+    after_help = "Every configuration key can be set from the environment as BERTH_<SECTION>__<KEY> \
+(docs/configuration.md). Exit status: 0 after a shutdown, 1 when the runtime cannot start, 2 for a \
+usage or configuration error."
+)]
+struct Args {
+    /// The configuration file (TOML).
+    #[arg(long, env = "BERTH_CONFIG", value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
+    /// Print the OpenAPI document (YAML) and exit.
+    #[arg(long)]
+    print_openapi: bool,
+}
+
 fn main() -> ExitCode {
-    let mut args = std::env::args().skip(1);
-    let mut config_file = std::env::var_os("BERTH_CONFIG").map(std::path::PathBuf::from);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--print-openapi" => {
-                print!("{}", berth_api::openapi::yaml());
-                return ExitCode::SUCCESS;
-            }
-            "--config" => match args.next() {
-                Some(path) => config_file = Some(path.into()),
-                None => {
-                    eprintln!("berth-server: --config needs a file");
-                    return ExitCode::from(2);
-                }
-            },
-            other => {
-                eprintln!(
-                    "berth-server: unknown argument {other:?}\nusage: berth-server [--config FILE] | --print-openapi"
-                );
-                return ExitCode::from(2);
-            }
-        }
+    let args = <Args as clap::Parser>::parse();
+    if args.print_openapi {
+        print!("{}", berth_api::openapi::yaml());
+        return ExitCode::SUCCESS;
     }
+    let config_file = args.config;
     let config = match Config::load(config_file.as_deref(), std::env::vars()) {
         Ok(c) => c,
         Err(e) => {

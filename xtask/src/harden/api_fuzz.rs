@@ -58,7 +58,7 @@ pub(crate) fn run_on_cluster(bound: super::Bound) -> Result<(), String> {
 
 fn fuzz_server(bound: super::Bound, namespace: Option<String>) -> Result<(), String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let target = target_dir(&root)?;
+    let target = crate::target_dir(&root)?;
     let venv = ensure_venv(&root, &target)?;
     // The server of the test build: in CI already built, so nothing to compile.
     crate::build_both_commands()?;
@@ -98,24 +98,6 @@ fn fuzz_server(bound: super::Bound, namespace: Option<String>) -> Result<(), Str
             "harden {name} failed:\n  {}",
             problems.join("\n  ")
         ))
-    }
-}
-
-/// The target directory cargo builds into: `CARGO_TARGET_DIR` (relative to the directory cargo
-/// was started in) or the workspace's `target`.
-fn target_dir(root: &Path) -> Result<PathBuf, String> {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) => {
-            let dir = PathBuf::from(dir);
-            if dir.is_absolute() {
-                Ok(dir)
-            } else {
-                std::env::current_dir()
-                    .map(|cwd| cwd.join(dir))
-                    .map_err(|e| format!("the current directory: {e}"))
-            }
-        }
-        None => Ok(root.join("target")),
     }
 }
 
@@ -159,7 +141,7 @@ fn ensure_venv(root: &Path, target: &Path) -> Result<PathBuf, String> {
 fn fresh_dir(target: &Path, path: &[&str]) -> Result<PathBuf, String> {
     let dir = fresh_dir_keep(target, path)?;
     std::fs::remove_dir_all(&dir).map_err(|e| format!("emptying {}: {e}", dir.display()))?;
-    create_dir(&dir)?;
+    crate::create_dir(&dir)?;
     Ok(dir)
 }
 
@@ -168,18 +150,9 @@ fn fresh_dir_keep(target: &Path, path: &[&str]) -> Result<PathBuf, String> {
     let mut dir = target.to_path_buf();
     for part in path {
         dir.push(part);
-        create_dir(&dir)?;
+        crate::create_dir(&dir)?;
     }
     Ok(dir)
-}
-
-fn create_dir(dir: &Path) -> Result<(), String> {
-    match std::fs::create_dir(dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
-            Err(format!("creating {}: {e}", dir.display()))
-        }
-        _ => Ok(()),
-    }
 }
 
 /// One run: its label, its temporary directory and its server. Dropping it cleans up whatever
@@ -219,7 +192,7 @@ impl Run {
             create_namespace(namespace)?;
         }
         for sub in ["state", "host"] {
-            create_dir(&run.dir.join(sub))?;
+            crate::create_dir(&run.dir.join(sub))?;
         }
         Ok(run)
     }

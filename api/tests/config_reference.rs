@@ -1,0 +1,86 @@
+//! The configuration's references cannot go stale: the annotated example that ships in the
+//! release (`deploy/berth.example.toml`) names every key of the configuration with its default,
+//! under its section, and no key that does not exist.
+
+use std::path::Path;
+
+use berth_api::config::Config;
+use serde_json::Value;
+
+fn repository_file(path: &str) -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)).unwrap()
+}
+
+/// Every `(section, key, default)` of the configuration, as the file spells them.
+fn keys() -> Vec<(String, String, Value)> {
+    let Value::Object(sections) = serde_json::to_value(Config::default()).unwrap() else {
+        panic!("the configuration is not a table");
+    };
+    let mut keys = Vec::new();
+    for (section, table) in sections {
+        let Value::Object(table) = table else {
+            panic!("[{section}] is not a table");
+        };
+        for (key, default) in table {
+            keys.push((section.clone(), key, default));
+        }
+    }
+    assert!(keys.len() > 40, "only {} keys found", keys.len());
+    keys
+}
+
+/// The `key = …` lines of each `[section]` of a TOML text, commented out (`# key = …`) or not.
+fn assigned_keys(text: &str) -> Vec<(String, String)> {
+    let mut section = String::new();
+    let mut found = Vec::new();
+    for line in text.lines() {
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name.to_owned();
+            continue;
+        }
+        let line = line.strip_prefix("# ").unwrap_or(line);
+        if let Some((key, _)) = line.split_once(" = ")
+            && !key.is_empty()
+            && key
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        {
+            found.push((section.clone(), key.to_owned()));
+        }
+    }
+    found
+}
+
+#[test]
+fn the_example_configuration_is_the_defaults_and_names_every_key() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/berth.example.toml");
+    let example = Config::load(Some(&path), std::iter::empty())
+        .unwrap_or_else(|e| panic!("the example does not load: {e}"));
+    let (mut example, mut defaults) = (
+        serde_json::to_value(example).unwrap(),
+        serde_json::to_value(Config::default()).unwrap(),
+    );
+    // The default state directory depends on the user; the example shows root's.
+    example["storage"]["state_dir"] = Value::Null;
+    defaults["storage"]["state_dir"] = Value::Null;
+    assert_eq!(
+        example, defaults,
+        "the example's values are not the defaults"
+    );
+
+    let text = repository_file("deploy/berth.example.toml");
+    let assigned = assigned_keys(&text);
+    for (section, key, _) in keys() {
+        assert!(
+            assigned.contains(&(section.clone(), key.clone())),
+            "deploy/berth.example.toml does not name {section}.{key}"
+        );
+    }
+    let known: Vec<(String, String)> = keys().into_iter().map(|(s, k, _)| (s, k)).collect();
+    for (section, key) in assigned {
+        assert!(
+            known.contains(&(section.clone(), key.clone())),
+            "deploy/berth.example.toml names {section}.{key}, which is not a key"
+        );
+    }
+}
