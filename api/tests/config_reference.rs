@@ -2,6 +2,8 @@
 //! release (`deploy/berth.example.toml`) names every key of the configuration with its default,
 //! under its section, and no key that does not exist.
 
+#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+
 use std::path::Path;
 
 use berth_api::config::Config;
