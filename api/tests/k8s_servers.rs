@@ -797,7 +797,10 @@ async fn the_berth_command_drives_a_kubernetes_server() {
         tokio::task::spawn_blocking(move || common::run_readme_blocks(&address, KEY, IMAGE, &dir))
             .await
             .unwrap();
-    assert!(output.contains("notes of session 7"), "{output}");
+    assert!(
+        output.lines().any(|line| line == "notes of session 7"),
+        "{output}"
+    );
     let note = std::fs::read_to_string(
         namespace
             .dir

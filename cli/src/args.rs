@@ -132,9 +132,15 @@ pub enum Command {
     /// Where a port of a sandbox can be reached.
     #[command(after_help = ENDPOINT_EXAMPLES)]
     Endpoint(EndpointArgs),
-    /// Check that the server answers.
-    #[command(after_help = "Example:\n  berth health --server berth.example:8080")]
-    Health,
+    /// Check that the server answers and its runtime is reachable.
+    #[command(
+        after_help = "Examples:\n  berth health --server berth.example:8080\n  berth health -o json"
+    )]
+    Health {
+        /// How to print the answer.
+        #[command(flatten)]
+        output: OutputArg,
+    },
     /// Validate a create request offline, with the server's own rules and codes.
     #[command(after_help = VALIDATE_EXAMPLES)]
     Validate(ValidateArgs),
@@ -150,9 +156,15 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff).
-    #[command(after_help = "Example:\n  berth man > /usr/local/share/man/man1/berth.1")]
-    Man,
+    /// Print the man page (roff), or write every page (one per subcommand) into a directory.
+    #[command(
+        after_help = "Examples:\n  berth man > /usr/local/share/man/man1/berth.1\n  berth man --dir /usr/local/share/man/man1"
+    )]
+    Man {
+        /// Write berth.1 and a page per subcommand (berth-create.1, …) into this directory.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 const CREATE_EXAMPLES: &str = "\
@@ -239,11 +251,12 @@ pub struct CreateArgs {
     /// Show what the server would make (the container body or Pod) and create nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// After the create, wait until the sandbox runs.
-    #[arg(long)]
+    /// After the create, wait until the sandbox runs (a Berth server answers once it runs; other
+    /// servers may answer while it is Pending), then print it as it is.
+    #[arg(long, conflicts_with = "dry_run")]
     pub wait: bool,
     /// Longest wait with --wait.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5m")]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5m", requires = "wait")]
     pub wait_timeout: std::time::Duration,
     /// How to print the answer.
     #[command(flatten)]
@@ -413,7 +426,14 @@ fn parse_timeout(text: &str) -> Result<Timeout, String> {
     if text.trim().eq_ignore_ascii_case("none") {
         return Ok(Timeout::Never);
     }
-    parse_duration(text).map(Timeout::After)
+    let duration = parse_duration(text)?;
+    // The API counts a sandbox's timeout in whole seconds: a fraction would be cut silently.
+    if duration.subsec_nanos() != 0 {
+        return Err(format!(
+            "{text:?}: a sandbox timeout is whole seconds (e.g. 90s, 10m, 1h)"
+        ));
+    }
+    Ok(Timeout::After(duration))
 }
 
 /// An RFC 3339 time, e.g. `2026-12-01T18:00:00Z`.
@@ -486,6 +506,16 @@ mod tests {
                 .contains("30s, 5m or 1h30m")
         );
         assert_eq!(parse_timeout("NONE").unwrap(), Timeout::Never);
+        assert_eq!(
+            parse_timeout("1m30s").unwrap(),
+            Timeout::After(std::time::Duration::from_secs(90))
+        );
+        assert!(
+            parse_timeout("500ms")
+                .unwrap_err()
+                .contains("whole seconds")
+        );
+        assert!(parse_timeout("90.5s").is_err());
         assert_eq!(
             parse_time("2026-12-01T19:00:00+01:00")
                 .unwrap()

@@ -268,6 +268,7 @@ pub struct Client {
     base: Arc<str>,
     api_key: Option<HeaderValue>,
     timeout: Duration,
+    create_timeout: Duration,
 }
 
 impl fmt::Debug for Client {
@@ -276,6 +277,7 @@ impl fmt::Debug for Client {
             .field("server", &self.base)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("timeout", &self.timeout)
+            .field("create_timeout", &self.create_timeout)
             .finish()
     }
 }
@@ -304,8 +306,8 @@ impl Client {
                 Ok::<_, ClientError>(value)
             })
             .transpose()?;
+        // Each request carries its own timeout (a create's is longer).
         let http = reqwest::Client::builder()
-            .timeout(timeout)
             // The key is a custom header, which reqwest would carry along a redirect to
             // another host; a Berth server never redirects.
             .redirect(reqwest::redirect::Policy::none())
@@ -319,7 +321,16 @@ impl Client {
             base: base.into(),
             api_key,
             timeout,
+            create_timeout: timeout,
         })
+    }
+
+    /// Gives a create `timeout` instead of the client's: a create waits for the sandbox to run,
+    /// image pull included, and a client that hangs up earlier has its create rolled back.
+    #[must_use]
+    pub fn with_create_timeout(mut self, timeout: Duration) -> Self {
+        self.create_timeout = timeout;
+        self
     }
 
     /// The normalized base URL (no trailing slash), for messages.
@@ -327,12 +338,12 @@ impl Client {
         &self.base
     }
 
-    /// Whether the server serves and its runtime answers (`GET /health`, which needs no key).
-    pub async fn health(&self) -> Result<(), ClientError> {
-        let answer = self.send(Method::GET, "/health", "", None).await?;
-        if answer.status.is_success() {
-            return Ok(());
-        }
+    /// Whether the server serves and its runtime answers (`GET /health`, which needs no key):
+    /// its answer when it does.
+    pub async fn health(&self) -> Result<wire::HealthResponse, ClientError> {
+        let answer = self
+            .send(Method::GET, "/health", "", None, self.timeout)
+            .await?;
         if answer.status == StatusCode::SERVICE_UNAVAILABLE
             && let Ok(degraded) = serde_json::from_slice::<wire::HealthResponse>(&answer.body)
         {
@@ -341,7 +352,7 @@ impl Client {
                 message: degraded.message.unwrap_or(degraded.status),
             });
         }
-        Err(self.error_answer(&answer))
+        self.decode("GET /health", &answer)
     }
 
     /// Creates a sandbox; the server answers once it runs.
@@ -349,8 +360,11 @@ impl Client {
         &self,
         request: &wire::CreateSandboxRequest,
     ) -> Result<wire::CreateSandboxResponse, ClientError> {
-        self.call(Method::POST, "/v1/sandboxes", "", Some(json_body(request)?))
-            .await
+        let body = Some(json_body(request)?);
+        let answer = self
+            .send(Method::POST, "/v1/sandboxes", "", body, self.create_timeout)
+            .await?;
+        self.decode("POST /v1/sandboxes", &answer)
     }
 
     /// What a create would make (`?dryRun=true`); nothing is created.
@@ -535,12 +549,21 @@ impl Client {
         body: Option<Vec<u8>>,
     ) -> Result<T, ClientError> {
         let request = format!("{method} {path}");
-        let answer = self.send(method, path, query, body).await?;
+        let answer = self.send(method, path, query, body, self.timeout).await?;
+        self.decode(&request, &answer)
+    }
+
+    /// A success's body, or the error the answer is.
+    fn decode<T: DeserializeOwned>(
+        &self,
+        request: &str,
+        answer: &Answer,
+    ) -> Result<T, ClientError> {
         if !answer.status.is_success() {
-            return Err(self.error_answer(&answer));
+            return Err(self.error_answer(answer));
         }
         serde_json::from_slice(&answer.body).map_err(|e| ClientError::Decode {
-            request,
+            request: request.to_owned(),
             reason: format!("{e}{}", quoted_excerpt(&excerpt(&answer.body))),
         })
     }
@@ -552,7 +575,7 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<(), ClientError> {
-        let answer = self.send(method, path, "", body).await?;
+        let answer = self.send(method, path, "", body, self.timeout).await?;
         if answer.status.is_success() {
             Ok(())
         } else {
@@ -560,20 +583,21 @@ impl Client {
         }
     }
 
-    /// Sends one request to `<base><path>?<query>` and reads the whole answer.
+    /// Sends one request to `<base><path>?<query>` and reads the whole answer within `timeout`.
     async fn send(
         &self,
         method: Method,
         path: &str,
         query: &str,
         body: Option<Vec<u8>>,
+        timeout: Duration,
     ) -> Result<Answer, ClientError> {
         let mut url = format!("{}{path}", self.base);
         if !query.is_empty() {
             url.push('?');
             url.push_str(query);
         }
-        let mut request = self.http.request(method, url);
+        let mut request = self.http.request(method, url).timeout(timeout);
         if let Some(key) = &self.api_key {
             request = request.header(API_KEY_HEADER, key.clone());
         }
@@ -582,12 +606,15 @@ impl Client {
                 .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
                 .body(body);
         }
-        let response = request.send().await.map_err(|e| self.transport_error(&e))?;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| self.transport_error(&e, timeout))?;
         let status = response.status();
         let body = response
             .bytes()
             .await
-            .map_err(|e| self.transport_error(&e))?;
+            .map_err(|e| self.transport_error(&e, timeout))?;
         Ok(Answer {
             status,
             body: body.to_vec(),
@@ -617,12 +644,12 @@ impl Client {
         }
     }
 
-    fn transport_error(&self, error: &reqwest::Error) -> ClientError {
+    fn transport_error(&self, error: &reqwest::Error, timeout: Duration) -> ClientError {
         let server = self.base.to_string();
         if error.is_timeout() {
             ClientError::Timeout {
                 server,
-                after: self.timeout,
+                after: timeout,
             }
         } else if error.is_connect() {
             ClientError::Connect {

@@ -24,6 +24,11 @@ use crate::volume_spec::{self, ProcessSecrets, VolumeSpecError};
 /// The longest one request may take when nothing says otherwise.
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The longest a create may take when nothing says otherwise: longer than a Berth server's own
+/// bound (`server.request_deadline_seconds`, 600 s by default), so that the server answers (a 504
+/// naming its bound) rather than the client hanging up, which has the server roll the create back.
+const DEFAULT_CREATE_TIMEOUT: Duration = Duration::from_secs(660);
+
 /// Every way a command fails, each with its exit status.
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
@@ -90,12 +95,25 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
             write_out(&String::from_utf8_lossy(&script));
             Ok(())
         }
-        Command::Man => {
+        Command::Man { dir: None } => {
             let mut page = Vec::new();
-            clap_mangen::Man::new(Cli::command())
+            // As `--dir` renders it: no `help` subcommand, which has no page of its own.
+            let mut command = Cli::command().disable_help_subcommand(true);
+            command.build();
+            clap_mangen::Man::new(command)
                 .render(&mut page)
                 .map_err(|e| CommandError::Usage(format!("cannot render the man page: {e}")))?;
             write_out(&String::from_utf8_lossy(&page));
+            Ok(())
+        }
+        Command::Man { dir: Some(dir) } => {
+            clap_mangen::generate_to(Cli::command(), &dir).map_err(|e| {
+                CommandError::Usage(format!(
+                    "cannot write the man pages into {}: {e}",
+                    dir.display()
+                ))
+            })?;
+            eprintln!("wrote the man pages into {}", dir.display());
             Ok(())
         }
         command => {
@@ -115,14 +133,18 @@ fn connect(connection: &Connection) -> Result<Client, CommandError> {
         .or(stored.server)
         .unwrap_or_else(|| settings::DEFAULT_SERVER.to_owned());
     let api_key = connection.api_key.clone().or(stored.api_key);
-    let timeout = match (connection.request_timeout, stored.request_timeout) {
-        (Some(t), _) => t,
-        (None, Some(text)) => crate::args::parse_duration(&text).map_err(|e| {
-            CommandError::Usage(format!("{}: request-timeout: {e}", path.display()))
-        })?,
-        (None, None) => DEFAULT_REQUEST_TIMEOUT,
+    // A timeout given (flag or file) bounds every request; the defaults give a create longer.
+    let (timeout, create_timeout) = match (connection.request_timeout, stored.request_timeout) {
+        (Some(t), _) => (t, t),
+        (None, Some(text)) => {
+            let t = crate::args::parse_duration(&text).map_err(|e| {
+                CommandError::Usage(format!("{}: request-timeout: {e}", path.display()))
+            })?;
+            (t, t)
+        }
+        (None, None) => (DEFAULT_REQUEST_TIMEOUT, DEFAULT_CREATE_TIMEOUT),
     };
-    Ok(Client::new(&server, api_key, timeout)?)
+    Ok(Client::new(&server, api_key, timeout)?.with_create_timeout(create_timeout))
 }
 
 fn config_path(connection: &Connection) -> Result<PathBuf, CommandError> {
@@ -171,12 +193,21 @@ async fn remote(client: &Client, command: Command) -> Result<(), CommandError> {
             })
         }
         Command::Endpoint(args) => endpoint(client, args).await,
-        Command::Health => {
-            client.health().await?;
-            write_out(&format!("{} is healthy\n", client.server()));
-            Ok(())
+        Command::Health { output } => {
+            let health = client.health().await?;
+            print(&health, output.output, || {
+                format!(
+                    "{} is {} (runtime {})\n",
+                    client.server(),
+                    health.status,
+                    health.runtime
+                )
+            })
         }
-        Command::Validate(_) | Command::Config(_) | Command::Completions { .. } | Command::Man => {
+        Command::Validate(_)
+        | Command::Config(_)
+        | Command::Completions { .. }
+        | Command::Man { .. } => {
             unreachable!("answered without a server")
         }
     }
@@ -222,11 +253,32 @@ fn read_input(path: &Path) -> Result<String, CommandError> {
 /// JSON first (what the API takes); YAML otherwise. The error is JSON's when the text looks
 /// like JSON, YAML's otherwise, so it points at the real mistake.
 fn parse_request(text: &str) -> Result<wire::CreateSandboxRequest, String> {
-    let json = serde_json::from_str(text);
-    match json {
+    parse_request_at(text).map_err(|(field, message)| match field {
+        Some(field) => format!("{field}: {message}"),
+        None => message,
+    })
+}
+
+/// [`parse_request`], its error split into the field path (where the text parsed far enough to
+/// have one, as the server names it) and the message.
+fn parse_request_at(text: &str) -> Result<wire::CreateSandboxRequest, (Option<String>, String)> {
+    let mut json = serde_json::Deserializer::from_str(text);
+    match serde_path_to_error::deserialize(&mut json) {
         Ok(request) => Ok(request),
-        Err(e) if text.trim_start().starts_with('{') => Err(e.to_string()),
-        Err(_) => serde_norway::from_str(text).map_err(|e| e.to_string()),
+        Err(e) if text.trim_start().starts_with('{') => {
+            let path = e.path().to_string();
+            Err(((path != ".").then_some(path), e.into_inner().to_string()))
+        }
+        Err(_) => serde_path_to_error::deserialize(serde_norway::Deserializer::from_str(text))
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let message = e.into_inner().to_string();
+                // YAML's messages name the field themselves.
+                let message = message
+                    .strip_prefix(&format!("{path}: "))
+                    .map_or(message.clone(), str::to_owned);
+                ((path != ".").then_some(path), message)
+            }),
     }
 }
 
@@ -273,8 +325,9 @@ pub fn create_request(args: &CreateArgs) -> Result<wire::CreateSandboxRequest, C
     }
     if !args.volumes.is_empty() {
         let mut specs = args.volumes.clone();
-        volume_spec::assign_names(&mut specs);
         let volumes = request.volumes.get_or_insert_with(Vec::new);
+        // A derived name never takes one the file's volumes have.
+        volume_spec::assign_names_beside(&mut specs, volumes.iter().map(|v| v.name.clone()));
         for spec in &specs {
             volumes.push(spec.to_wire(&ProcessSecrets)?);
         }
@@ -295,14 +348,21 @@ async fn create(client: &Client, args: CreateArgs) -> Result<(), CommandError> {
             )
         });
     }
-    let created = client.create(&request).await?;
+    // A Berth server answers a create once the sandbox runs (image pull included): on a
+    // terminal, a spinner shows the wait.
+    let creating = Progress::start("creating the sandbox and waiting for it to run".to_owned());
+    let created = client.create(&request).await;
+    creating.finish();
+    let created = created?;
     if args.wait && created.status.state != wire::SandboxState::Running {
-        let progress = Progress::start(&created.id);
+        let progress = Progress::start(format!("waiting for {} to run", created.id));
         let waited = client
             .wait_until_running(&created.id, args.wait_timeout, |s| progress.show(s))
             .await;
         progress.finish();
-        waited?;
+        // What is printed is the sandbox as it runs now, not the create's earlier answer.
+        let running = waited?;
+        return print(&running, format, || format!("{}\n", running.id));
     }
     print(&created, format, || format!("{}\n", created.id))
 }
@@ -314,11 +374,11 @@ struct Progress {
 }
 
 impl Progress {
-    fn start(id: &str) -> Self {
+    fn start(message: String) -> Self {
         let spinner = std::io::stderr().is_terminal().then(|| {
             let spinner = indicatif::ProgressBar::new_spinner();
             spinner.enable_steady_tick(Duration::from_millis(100));
-            spinner.set_message(format!("waiting for {id} to run"));
+            spinner.set_message(message);
             spinner
         });
         Self {
@@ -356,13 +416,15 @@ async fn list(client: &Client, args: LsArgs) -> Result<(), CommandError> {
     let now = chrono::Utc::now();
     if args.all {
         // Every page as one listing, so scripts read one shape whether or not --all is given.
+        // Its pagination is that of one page holding them all (a size of at least 1, as the
+        // API's page sizes are).
         let items = client.list_all(&query).await?;
         let count = items.len();
         let listing = wire::ListSandboxesResponse {
             items,
             pagination: wire::PaginationInfo {
                 page: 1,
-                page_size: u32::try_from(count).unwrap_or(u32::MAX),
+                page_size: u32::try_from(count.max(1)).unwrap_or(u32::MAX),
                 total_items: count as u64,
                 total_pages: 1,
                 has_next_page: false,
@@ -530,10 +592,12 @@ fn validate(args: &ValidateArgs) -> Result<(), CommandError> {
     }
     policy.max_timeout_seconds = args.max_timeout;
     let text = read_input(&args.file)?;
-    let request = match parse_request(&text) {
+    let request = match parse_request_at(&text) {
         Ok(request) => request,
-        Err(e) => {
-            write_out(&format!("GENERAL::INVALID_BODY\t{e}\n"));
+        Err((field, message)) => {
+            // As a violation is printed: code, field ("-" when the text has no shape yet), message.
+            let field = field.as_deref().unwrap_or("-");
+            write_out(&format!("GENERAL::INVALID_BODY\t{field}\t{message}\n"));
             return Err(CommandError::Partly {
                 failed: 1,
                 total: 1,
@@ -760,6 +824,32 @@ mod tests {
         assert_eq!(volumes[1].name, "workspace");
         assert_eq!(volumes[1].pvc.as_ref().unwrap().claim_name, "sessions");
         assert_eq!(volumes[1].sub_path.as_deref(), Some("uid-1/s-7"));
+    }
+
+    #[test]
+    fn a_derived_name_never_takes_one_of_the_files_volumes() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("request.json");
+        std::fs::write(
+            &file,
+            r#"{"image": {"uri": "i"}, "volumes": [{"name": "workspace", "host": {"path": "/data"}, "mountPath": "/data"}]}"#,
+        )
+        .unwrap();
+        let request = create_request(&create_args(&[
+            "create",
+            "--file",
+            file.to_str().unwrap(),
+            "-v",
+            "type=pvc,claim=sessions,target=/workspace",
+        ]))
+        .unwrap();
+        let names: Vec<String> = request
+            .volumes
+            .unwrap()
+            .into_iter()
+            .map(|v| v.name)
+            .collect();
+        assert_eq!(names, ["workspace", "workspace-2"]);
     }
 
     #[test]

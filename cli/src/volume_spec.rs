@@ -1169,7 +1169,14 @@ pub fn derive_name(target: &str) -> String {
 /// explicitly anywhere in `specs`, and explicit names are never changed (two equal explicit names
 /// stay equal, for the server to refuse). The result depends only on the order of `specs`.
 pub fn assign_names(specs: &mut [VolumeSpec]) {
+    assign_names_beside(specs, std::iter::empty());
+}
+
+/// [`assign_names`] for specs that join volumes named `others` (a request file's): no derived
+/// name takes one of theirs either.
+pub fn assign_names_beside(specs: &mut [VolumeSpec], others: impl IntoIterator<Item = String>) {
     let mut taken: BTreeSet<String> = specs.iter().filter_map(|s| s.name.clone()).collect();
+    taken.extend(others);
     for spec in specs.iter_mut().filter(|s| s.name.is_none()) {
         let base = derive_name(&spec.target);
         let mut n = 1;

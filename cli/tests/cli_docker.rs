@@ -13,6 +13,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Stdio;
@@ -266,7 +267,16 @@ fn create_takes_flags_volumes_files_and_dry_runs() {
     let server = TestServer::start(SUITE, &[host_paths_env(root)]);
 
     let health = ok(berth(&server).arg("health"));
-    assert_eq!(health, format!("{} is healthy\n", server.url()));
+    assert_eq!(
+        health,
+        format!("{} is healthy (runtime reachable)\n", server.url())
+    );
+    // JSON is the API's answer.
+    let health = parse_json(&ok(berth(&server).args(["health", "-o", "json"])));
+    assert_eq!(
+        health,
+        serde_json::json!({"status": "healthy", "runtime": "reachable"})
+    );
 
     // Every flag, a host volume (read-only, on a subpath) and a pvc volume on a subpath.
     let claim = unique_name("cli-claim-");
@@ -934,6 +944,26 @@ fn rm_deletes_by_id_and_by_label_only_when_confirmed() {
     let left = parse_json(&ok(berth(&server).args(["ls", "-o", "json"])));
     assert_eq!(id_set(&left), set(&[&c, &d]));
 
+    // On a terminal (a pty, through script(1)) it asks: "n" deletes nothing.
+    let (code, shown) = on_terminal(&server, "rm --label batch=two", "n\n");
+    assert_eq!(code, Some(2), "{shown}");
+    assert!(shown.contains("Delete 2 sandboxes? [y/N]"), "{shown}");
+    assert!(shown.contains("nothing deleted"), "{shown}");
+    assert!(server.container_of(&c).is_some() && server.container_of(&d).is_some());
+
+    // A create on a terminal shows a spinner while the server creates and starts the sandbox.
+    let (code, shown) = on_terminal(
+        &server,
+        &format!("create --image {TEST_IMAGE} --label batch=tty -- sleep 600"),
+        "",
+    );
+    assert_eq!(code, Some(0), "{shown}");
+    assert!(
+        shown.contains("creating the sandbox and waiting for it to run"),
+        "{shown}"
+    );
+    ok(berth(&server).args(["rm", "--label", "batch=tty", "--yes"]));
+
     // With --yes: each deleted id printed.
     let stdout = ok(berth(&server).args(["delete", "--label", "batch=two", "--yes"]));
     assert_eq!(
@@ -960,6 +990,36 @@ fn rm_deletes_by_id_and_by_label_only_when_confirmed() {
     assert!(stderr.contains("required"), "{stderr}");
     let (_, stderr) = fails(berth(&server).args(["rm", &a, "--label", "x=y"]), 2);
     assert!(stderr.contains("cannot be used with"), "{stderr}");
+}
+
+/// Runs `berth <args>` against `server` on a terminal (a pty made by script(1)), typing `input`;
+/// its exit status and everything the terminal showed.
+fn on_terminal(server: &TestServer, args: &str, input: &str) -> (Option<i32>, String) {
+    let command = format!(
+        "'{}' {args}",
+        assert_cmd::cargo::cargo_bin("berth").display()
+    );
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("OPEN_SANDBOX_DOMAIN", &server.address)
+        .env("OPEN_SANDBOX_API_KEY", &server.api_key)
+        .env("BERTH_CLI_CONFIG", server.config_file())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script(1) is needed (util-linux)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1252,7 +1312,7 @@ fn the_configuration_file_and_its_precedence() {
     // The file alone is enough.
     assert_eq!(
         ok(berth_with_config(&config).arg("health")),
-        format!("{} is healthy\n", server.url())
+        format!("{} is healthy (runtime reachable)\n", server.url())
     );
     let stdout =
         ok(berth_with_config(&config)
@@ -1376,6 +1436,30 @@ fn completions_and_the_man_page() {
         );
     }
     assert!(page.contains("OPEN_SANDBOX_DOMAIN"));
+
+    // Every page the top one refers to exists: `--dir` writes one per subcommand, and
+    // create's holds the --volume syntax.
+    let pages = scratch_dir();
+    ok(berth_bare().args(["man", "--dir"]).arg(pages.path()));
+    for subcommand in SUBCOMMANDS {
+        let page = std::fs::read_to_string(pages.path().join(format!("berth-{subcommand}.1")))
+            .unwrap_or_else(|e| panic!("no page of {subcommand}: {e}"));
+        assert!(
+            page.contains(&format!(".TH berth-{subcommand} 1 ")),
+            "{subcommand}"
+        );
+    }
+    let create = std::fs::read_to_string(pages.path().join("berth-create.1")).unwrap();
+    assert!(create.contains("type=pvc,claim=sessions"), "{create}");
+    assert!(
+        create.contains("secret\\-env") || create.contains("secret-env"),
+        "{create}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(pages.path().join("berth.1")).unwrap(),
+        page,
+        "berth.1 is not the page `berth man` prints"
+    );
 
     // Into a closed pipe (`berth man | head -0`): quiet, exit 0.
     let (code, stderr) = closed_stdout(&["man"]);

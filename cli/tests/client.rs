@@ -371,6 +371,20 @@ async fn a_server_error_is_classed_apart_from_client_errors() {
         "{error:?}"
     );
     assert_eq!(error.class(), ErrorClass::ServerOrUnreachable);
+    // The command exits 3 for it, printing the code and message (1 is for the server's 4xx).
+    let (address, sandbox) = (server.address.clone(), id.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["get", &sandbox, "--server", &address, "--api-key", KEY])
+            .env("BERTH_CLI_CONFIG", "/nonexistent/berth-config.toml")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("RUNTIME::UNAVAILABLE"), "{stderr}");
     let unhealthy = client.health().await.unwrap_err();
     assert!(
         matches!(unhealthy, ClientError::Unhealthy { .. }),
@@ -565,6 +579,23 @@ async fn a_silent_server_times_out() {
     assert!(started.elapsed() < Duration::from_secs(10));
     assert!(error.to_string().contains("300ms"), "{error}");
     assert_eq!(error.class(), ErrorClass::ServerOrUnreachable);
+
+    // A create has its own, longer bound: it waits for the sandbox to run.
+    let create_after = Duration::from_millis(1500);
+    let client = client.with_create_timeout(create_after);
+    let started = Instant::now();
+    let error = client.create(&request(&[])).await.unwrap_err();
+    assert!(
+        matches!(&error, ClientError::Timeout { after: a, .. } if *a == create_after),
+        "{error:?}"
+    );
+    assert!(started.elapsed() >= create_after);
+    // Other calls keep the client's.
+    let error = client.get("some-id").await.unwrap_err();
+    assert!(
+        matches!(&error, ClientError::Timeout { after: a, .. } if *a == after),
+        "{error:?}"
+    );
 }
 
 /// A server that answers every request with `head` (status line and headers) and `body`, then

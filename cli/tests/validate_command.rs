@@ -56,7 +56,20 @@ fn violations_are_listed_with_code_and_field() {
     let (code, out) = berth(&["validate", "-"], r#"{"image":{"uri":"a"},"bogus":1}"#);
     assert_eq!(code, 1);
     assert!(
-        out.starts_with("GENERAL::INVALID_BODY\tunknown field `bogus`"),
+        out.starts_with("GENERAL::INVALID_BODY\tbogus\tunknown field `bogus`"),
+        "{out}"
+    );
+    // A value of the wrong type is named by its field path, in JSON and in YAML.
+    let (code, out) = berth(&["validate", "-"], r#"{"image":{"uri":5}}"#);
+    assert_eq!(code, 1);
+    assert!(
+        out.starts_with("GENERAL::INVALID_BODY\timage.uri\tinvalid type: integer `5`"),
+        "{out}"
+    );
+    let (code, out) = berth(&["validate", "-"], "image:\n  uri: [1]\n");
+    assert_eq!(code, 1);
+    assert!(
+        out.starts_with("GENERAL::INVALID_BODY\timage.uri\tinvalid type: sequence"),
         "{out}"
     );
 }

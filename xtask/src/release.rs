@@ -238,7 +238,6 @@ fn entries(source: &Source, bin: &Path) -> Result<Vec<Entry>, String> {
         ),
         ("completions/_berth", &berth, &["completions", "zsh"]),
         ("completions/berth.fish", &berth, &["completions", "fish"]),
-        ("man/man1/berth.1", &berth, &["man"]),
         (
             "openapi.yaml",
             &bin.join("berth-server"),
@@ -249,6 +248,25 @@ fn entries(source: &Source, bin: &Path) -> Result<Vec<Entry>, String> {
         entries.push(Entry {
             path: path.to_owned(),
             contents: output(Command::new(command).args(args))?.into_bytes(),
+            executable: false,
+        });
+    }
+    // The man pages: berth(1) and one per subcommand.
+    let pages = bin.join("man-pages");
+    if pages.exists() {
+        std::fs::remove_dir_all(&pages)
+            .map_err(|e| format!("emptying {}: {e}", pages.display()))?;
+    }
+    crate::create_dir(&pages)?;
+    output(Command::new(&berth).arg("man").arg("--dir").arg(&pages))?;
+    for page in files_below(&pages)? {
+        let name = page
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        entries.push(Entry {
+            path: format!("man/man1/{name}"),
+            contents: read(&page)?,
             executable: false,
         });
     }
