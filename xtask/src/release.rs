@@ -44,6 +44,10 @@ pub(crate) fn main(args: &[String]) -> Result<(), String> {
         crate::ci()?;
     }
     let target_root = crate::target_dir(&root)?.join("xtask-release");
+    // What is built is the commit, exported, not the checkout: a file edited while the build
+    // runs (or ignored by git) cannot reach the archive.
+    crate::create_dir(&target_root)?;
+    let source = source.exported_to(&target_root.join("source"))?;
     let archive = if verify {
         let first = build_and_pack(&source, &target_root.join("verify-a"), true)?;
         let second = build_and_pack(&source, &target_root.join("verify-b"), true)?;
@@ -136,6 +140,32 @@ impl Source {
         })
     }
 
+    /// The commit's tree, written fresh into `dir` (`git archive`); the source built from.
+    fn exported_to(self, dir: &Path) -> Result<Self, String> {
+        remove_dir(dir)?;
+        crate::create_dir(dir)?;
+        let tree = Command::new("git")
+            .arg("-C")
+            .arg(&self.root)
+            .args(["archive", "--format=tar", &self.commit])
+            .output()
+            .map_err(|e| format!("running git archive: {e}"))?;
+        if !tree.status.success() {
+            return Err(format!(
+                "git archive {} failed: {}",
+                self.commit,
+                String::from_utf8_lossy(&tree.stderr)
+            ));
+        }
+        tar::Archive::new(tree.stdout.as_slice())
+            .unpack(dir)
+            .map_err(|e| format!("unpacking the commit into {}: {e}", dir.display()))?;
+        Ok(Self {
+            root: dir.to_owned(),
+            ..self
+        })
+    }
+
     fn archive_stem(&self) -> String {
         format!("berth-{}-{}", self.version, self.target)
     }
@@ -167,9 +197,8 @@ fn has_changelog_entry(changelog: &str, version: &str) -> bool {
 
 /// Builds both commands into `target_dir` (emptied first when `fresh`) and packs the archive.
 fn build_and_pack(source: &Source, target_dir: &Path, fresh: bool) -> Result<Vec<u8>, String> {
-    if fresh && target_dir.exists() {
-        std::fs::remove_dir_all(target_dir)
-            .map_err(|e| format!("emptying {}: {e}", target_dir.display()))?;
+    if fresh {
+        remove_dir(target_dir)?;
     }
     build(source, target_dir)?;
     let bin = target_dir.join("dist");
@@ -431,6 +460,16 @@ fn files_below(dir: &Path) -> Result<Vec<PathBuf>, String> {
         }
     }
     Ok(files)
+}
+
+/// Removes `dir` and what it holds, if it exists.
+fn remove_dir(dir: &Path) -> Result<(), String> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(format!("emptying {}: {e}", dir.display()))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn workspace_root() -> PathBuf {
