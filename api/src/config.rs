@@ -357,7 +357,9 @@ impl Config {
             let Some(rest) = name.strip_prefix("BERTH_") else {
                 continue;
             };
-            if rest == "CONFIG" {
+            // The file's name, and the `berth` command's own variables (BERTH_CLI_CONFIG), which
+            // a shell that runs both may well have set.
+            if rest == "CONFIG" || rest.starts_with("CLI_") {
                 continue;
             }
             let Some((section, key)) = rest.split_once("__") else {
@@ -798,6 +800,9 @@ mod tests {
             ("BERTH_SERVER__HOST", "0.0.0.0"),
             ("BERTH_STORAGE__ALLOWED_HOST_PATHS", "[\"/data\"]"),
             ("PATH", "/bin"),
+            // The file's name and the `berth` command's variables are not keys.
+            ("BERTH_CONFIG", "/etc/berth.toml"),
+            ("BERTH_CLI_CONFIG", "/root/.config/berth/config.toml"),
         ]))
         .unwrap();
         assert_eq!(c.server.port, 9090);

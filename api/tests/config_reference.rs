@@ -1,6 +1,7 @@
 //! The configuration's references cannot go stale: the annotated example that ships in the
-//! release (`deploy/berth.example.toml`) names every key of the configuration with its default,
-//! under its section, and no key that does not exist.
+//! release (`deploy/berth.example.toml`) and the reference (`docs/configuration.md`) name every
+//! key of the configuration with its default (and the reference its environment variable), and
+//! no key that does not exist.
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly by design.
 
@@ -85,4 +86,58 @@ fn the_example_configuration_is_the_defaults_and_names_every_key() {
             "deploy/berth.example.toml names {section}.{key}, which is not a key"
         );
     }
+}
+
+/// How the reference spells a default: TOML's literal, or `unset`.
+fn spelled(default: &Value) -> String {
+    match default {
+        Value::Null => "unset".to_owned(),
+        Value::String(s) => format!("`{s:?}`"),
+        Value::Array(a) if a.is_empty() => "`[]`".to_owned(),
+        Value::Object(o) if o.is_empty() => "`{}`".to_owned(),
+        other => format!("`{other}`"),
+    }
+}
+
+#[test]
+fn the_configuration_reference_names_every_key_its_default_and_variable() {
+    let text = repository_file("docs/configuration.md");
+    // Rows of the key tables: | `section.key` | default | `BERTH_…` | meaning |
+    let mut rows = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        let cells: Vec<&str> = line.split(" | ").map(str::trim).collect();
+        let Some(key) = cells
+            .first()
+            .and_then(|c| c.strip_prefix("| `"))
+            .and_then(|c| c.strip_suffix('`'))
+        else {
+            continue;
+        };
+        assert!(cells.len() >= 4, "a short row: {line}");
+        let previous = rows.insert(key.to_owned(), (cells[1].to_owned(), cells[2].to_owned()));
+        assert!(previous.is_none(), "{key} is described twice");
+    }
+    for (section, key, default) in keys() {
+        let name = format!("{section}.{key}");
+        let (spelled_default, variable) = rows
+            .remove(&name)
+            .unwrap_or_else(|| panic!("docs/configuration.md does not describe {name}"));
+        let expected = if name == "storage.state_dir" {
+            // Depends on the user; the reference gives root's (and says what else).
+            "`\"/var/lib/berth\"`".to_owned()
+        } else {
+            spelled(&default)
+        };
+        assert_eq!(spelled_default, expected, "the default of {name}");
+        assert_eq!(
+            variable,
+            format!("`BERTH_{}__{}`", section.to_uppercase(), key.to_uppercase()),
+            "the variable of {name}"
+        );
+    }
+    assert!(
+        rows.is_empty(),
+        "docs/configuration.md describes keys that do not exist: {:?}",
+        rows.keys().collect::<Vec<_>>()
+    );
 }

@@ -315,14 +315,26 @@ pub fn tested_blocks(markdown: &str) -> Vec<String> {
     blocks
 }
 
-/// Runs the README's tested blocks with `bash -euo pipefail`, the `berth` command first on
-/// `PATH`, against the server at `address` with `key`, `IMAGE` set to `image`; their output.
+/// Runs the README's tested blocks ([`run_tested_blocks`]).
 pub fn run_readme_blocks(address: &str, key: &str, image: &str, config_dir: &Path) -> String {
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
-            .unwrap();
-    let blocks = tested_blocks(&readme);
-    assert!(!blocks.is_empty(), "the README has no tested block");
+    run_tested_blocks("README.md", address, key, image, config_dir)
+}
+
+/// Runs the tested blocks of the repository's `doc` (a path from the repository's root) with
+/// `bash -euo pipefail` in `work_dir`, the `berth` and `berth-server` commands first on `PATH`,
+/// against the server at `address` with `key`, `IMAGE` set to `image`; their output. A block
+/// that fails fails the test, with its output.
+pub fn run_tested_blocks(
+    doc: &str,
+    address: &str,
+    key: &str,
+    image: &str,
+    work_dir: &Path,
+) -> String {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(doc))
+        .unwrap();
+    let blocks = tested_blocks(&text);
+    assert!(!blocks.is_empty(), "{doc} has no tested block");
     let bin = berth_command().parent().unwrap().to_owned();
     let path = format!(
         "{}:{}",
@@ -343,8 +355,9 @@ pub fn run_readme_blocks(address: &str, key: &str, image: &str, config_dir: &Pat
             .env("PATH", &path)
             .env("OPEN_SANDBOX_DOMAIN", address)
             .env("OPEN_SANDBOX_API_KEY", key)
-            .env("BERTH_CLI_CONFIG", config_dir.join("berth.toml"))
+            .env("BERTH_CLI_CONFIG", work_dir.join("berth.toml"))
             .env("IMAGE", image)
+            .current_dir(work_dir)
             .output()
             .unwrap();
         let (stdout, stderr) = (
@@ -353,7 +366,7 @@ pub fn run_readme_blocks(address: &str, key: &str, image: &str, config_dir: &Pat
         );
         assert!(
             out.status.success(),
-            "README block failed ({}):\n{block}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+            "a block of {doc} failed ({}):\n{block}\nstdout:\n{stdout}\nstderr:\n{stderr}",
             out.status
         );
         output.push_str(&stdout);
