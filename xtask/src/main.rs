@@ -12,8 +12,10 @@
 //!   cluster tests; `test` runs them too, on a cluster it takes down afterwards.
 //! - `harden <name>`: fuzzing and the other proofs under hostile input (`harden`).
 //! - `release`: the reproducible release archive and its checksums (`release`).
+//! - `image`: the server's container image, without a base image (`image`).
 
 mod harden;
+mod image;
 mod k8s_env;
 mod release;
 mod test_image;
@@ -33,9 +35,10 @@ fn main() -> ExitCode {
         Some("test-k8s") => test_k8s(),
         Some("harden") => harden::main(&args[1..]),
         Some("release") => release::main(&args[1..]),
+        Some("image") => image::main(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | test [cargo test args] | bench [k8s] | test-image | openapi | k8s-env | test-k8s | harden | release>"
+                "usage: cargo xtask <ci | test [cargo test args] | bench [k8s] | test-image | openapi | k8s-env | test-k8s | harden | release | image>"
             );
             return ExitCode::from(2);
         }
@@ -171,9 +174,9 @@ fn runtime_features() -> Result<(), String> {
 fn test(extra: &[String]) -> Result<(), String> {
     test_image::ensure()?;
     sweep_test_leftovers();
-    if !extra.is_empty() {
-        build_both_commands()?;
-    }
+    build_both_commands()?;
+    // The image tests run the server's container image, packed from the test build.
+    image::dev()?;
     let mut args = vec!["test"];
     args.extend_from_slice(WHOLE_WORKSPACE);
     args.extend(extra.iter().map(String::as_str));

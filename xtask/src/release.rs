@@ -82,6 +82,20 @@ pub(crate) fn main(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// The commit checked out, built as a release builds it (exported, `dist` profile, paths
+/// remapped) into the release's build directory: the directory holding both commands, and the
+/// version and commit they were built from. `cargo xtask image` packs the server from it.
+pub(crate) fn build_commit() -> Result<(PathBuf, String, String), String> {
+    let root = workspace_root();
+    let source = Source::checked(&root, None)?;
+    let target_root = crate::target_dir(&root)?.join("xtask-release");
+    crate::create_dir(&target_root)?;
+    let source = source.exported_to(&target_root.join("source"))?;
+    let target_dir = target_root.join("build");
+    build(&source, &target_dir)?;
+    Ok((target_dir.join("dist"), source.version, source.commit))
+}
+
 /// What a release is made from: a clean checkout at a commit, its version and target.
 struct Source {
     root: PathBuf,
@@ -312,7 +326,11 @@ fn entries(source: &Source, bin: &Path) -> Result<Vec<Entry>, String> {
             executable: false,
         });
     }
-    for (dir, top) in [("docs", "docs"), ("deploy/kubernetes", "kubernetes")] {
+    for (dir, top) in [
+        ("docs", "docs"),
+        ("deploy/kubernetes", "kubernetes"),
+        ("deploy/grafana", "grafana"),
+    ] {
         let base = source.root.join(dir);
         for path in files_below(&base)? {
             let relative = path.strip_prefix(&base).map_err(|e| e.to_string())?;

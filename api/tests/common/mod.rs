@@ -189,21 +189,26 @@ impl Drop for Server {
             // Crashed on purpose: what it made is the next server's.
             return;
         }
-        let containers = run_containers(&self.run);
-        if !containers.is_empty() {
-            let _ = Command::new("docker")
-                .args(["rm", "-f"])
-                .args(&containers)
-                .output();
-        }
-        let filter = format!("label=berth.test-run={}", self.run);
-        let volumes = docker_list(&["volume", "ls", "-q", "--filter", &filter]);
-        if !volumes.is_empty() {
-            let _ = Command::new("docker")
-                .args(["volume", "rm", "-f"])
-                .args(&volumes)
-                .output();
-        }
+        remove_run_objects(&self.run);
+    }
+}
+
+/// Removes the containers and volumes a server labelled with `run` made.
+pub fn remove_run_objects(run: &str) {
+    let containers = run_containers(run);
+    if !containers.is_empty() {
+        let _ = Command::new("docker")
+            .args(["rm", "-f"])
+            .args(&containers)
+            .output();
+    }
+    let filter = format!("label=berth.test-run={run}");
+    let volumes = docker_list(&["volume", "ls", "-q", "--filter", &filter]);
+    if !volumes.is_empty() {
+        let _ = Command::new("docker")
+            .args(["volume", "rm", "-f"])
+            .args(&volumes)
+            .output();
     }
 }
 
