@@ -26,8 +26,13 @@ use bytes::Bytes;
 use chrono::{DateTime, SubsecRound, Utc};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Namespace, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Service,
+    ServiceAccount,
+};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::{Value, json};
 
@@ -407,68 +412,353 @@ fn expiry(sandbox: &Value) -> Option<DateTime<Utc>> {
     Some(DateTime::parse_from_rfc3339(text).ok()?.with_timezone(&Utc))
 }
 
+/// The official SDK's end-to-end script (`sdk/e2e.py`) against a server on a namespace: its
+/// sessions claim bound in advance to a volume of the test, a host root the server allows.
+struct SdkSession {
+    run: String,
+    claim: String,
+    host_root: PathBuf,
+}
+
+impl SdkSession {
+    /// The claim's volume and the host root; the server must allow `host_root`.
+    async fn prepare(namespace: &mut TestNamespace) -> Self {
+        let run = format!("k8s-{}", std::process::id());
+        // The script's sessions claim (createIfNotExists; kept after its sandboxes).
+        let claim = format!("sdk-sessions-{run}");
+        namespace.volume_for(&claim).await;
+        let host_root = namespace.dir.join("host");
+        std::fs::create_dir(&host_root).unwrap();
+        Self {
+            run,
+            claim,
+            host_root,
+        }
+    }
+
+    /// `BERTH_STORAGE__ALLOWED_HOST_PATHS` for the server.
+    fn allowed_host_paths(&self) -> String {
+        format!("[\"{}\"]", self.host_root.display())
+    }
+
+    /// Runs the script against the server at `address`, and checks what it leaves.
+    async fn run(&self, namespace: &TestNamespace, address: &str) {
+        let python = tokio::task::spawn_blocking(common::sdk_python)
+            .await
+            .unwrap();
+        let status = tokio::process::Command::new(&python)
+            .arg(common::sdk_script())
+            .env("BERTH_ADDRESS", address)
+            .env("BERTH_API_KEY", KEY)
+            .env("BERTH_HOST_ROOT", &self.host_root)
+            .env("BERTH_RUN", &self.run)
+            .env("SDK_E2E_RUNTIME", "kubernetes")
+            .status()
+            .await
+            .unwrap();
+        assert!(status.success(), "the SDK end-to-end script failed");
+
+        // The script waited for every sandbox to go: no Pod is left, and the claim it kept is
+        // the one the sessions shared, bound to this test's volume.
+        let pods = namespace.pods().list(&ListParams::default()).await.unwrap();
+        let left: Vec<_> = pods.items.iter().map(|p| p.metadata.name.clone()).collect();
+        assert!(left.is_empty(), "Pods left: {left:?}");
+        let kept =
+            Api::<PersistentVolumeClaim>::namespaced(namespace.client.clone(), &namespace.name)
+                .get(&self.claim)
+                .await
+                .unwrap();
+        assert_eq!(
+            kept.spec.and_then(|s| s.volume_name),
+            Some(format!("{}-{}", namespace.name, self.claim))
+        );
+        let note = std::fs::read_to_string(
+            namespace
+                .dir
+                .join("volumes")
+                .join(&self.claim)
+                .join("uid-1-session-1/note"),
+        )
+        .unwrap();
+        assert_eq!(note, "from session 1\n");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_sdk_drives_berth_on_kubernetes_end_to_end() {
-    let python = tokio::task::spawn_blocking(common::sdk_python)
-        .await
-        .unwrap();
     let mut namespace = TestNamespace::new("sdk").await;
-    let run = format!("k8s-{}", std::process::id());
-    // The script's sessions claim (createIfNotExists; kept after its sandboxes).
-    let claim = format!("sdk-sessions-{run}");
-    namespace.volume_for(&claim).await;
-    let host_root = namespace.dir.join("host");
-    std::fs::create_dir(&host_root).unwrap();
+    let session = SdkSession::prepare(&mut namespace).await;
     let mut server = Server::start(
         &namespace,
         "server",
         &[(
             "BERTH_STORAGE__ALLOWED_HOST_PATHS",
-            format!("[\"{}\"]", host_root.display()),
+            session.allowed_host_paths(),
         )],
     );
     server.healthy().await;
-
-    let status = tokio::process::Command::new(&python)
-        .arg(common::sdk_script())
-        .env("BERTH_ADDRESS", &server.address)
-        .env("BERTH_API_KEY", KEY)
-        .env("BERTH_HOST_ROOT", &host_root)
-        .env("BERTH_RUN", &run)
-        .env("SDK_E2E_RUNTIME", "kubernetes")
-        .status()
-        .await
-        .unwrap();
-    assert!(status.success(), "the SDK end-to-end script failed");
-
-    // The script waited for every sandbox to go: no Pod is left, and the claim it kept is the
-    // one the sessions shared, bound to this test's volume.
-    let pods = namespace.pods().list(&ListParams::default()).await.unwrap();
-    let left: Vec<_> = pods.items.iter().map(|p| p.metadata.name.clone()).collect();
-    assert!(left.is_empty(), "Pods left: {left:?}");
-    let kept = Api::<PersistentVolumeClaim>::namespaced(namespace.client.clone(), &namespace.name)
-        .get(&claim)
-        .await
-        .unwrap();
-    assert_eq!(
-        kept.spec.and_then(|s| s.volume_name),
-        Some(format!("{}-{claim}", namespace.name))
-    );
-    let note = std::fs::read_to_string(
-        namespace
-            .dir
-            .join("volumes")
-            .join(&claim)
-            .join("uid-1-session-1/note"),
-    )
-    .unwrap();
-    assert_eq!(note, "from session 1\n");
-
+    session.run(&namespace, &server.address).await;
     assert_eq!(
         server.terminate().await,
         Some(0),
         "no clean exit on SIGTERM"
     );
+}
+
+/// The shipped manifests (`deploy/kubernetes/`) run the server's image (`berth-server:dev`,
+/// packed by `cargo xtask image --dev` as `cargo xtask image` packs a release) as a Deployment on
+/// the test cluster, and the official SDK drives it end to end. The test cluster has no kube-proxy
+/// (no Service IPs), its API server listens on loopback, and it runs without the ServiceAccount
+/// admission plugin (no token volume is mounted by itself): a small overlay, the only change to
+/// the manifests, runs the Pod on the host's network (`hostNetwork`, a free port), points it at
+/// the API server (`KUBERNETES_SERVICE_HOST/PORT`), mounts a token of the shipped ServiceAccount
+/// where a cluster would, and moves everything into the test's namespaces.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_deployment_runs_the_server_image_and_the_sdk_drives_it() {
+    let server_namespace = TestNamespace::new("deploy-srv").await;
+    let mut sandboxes = TestNamespace::new("deploy-sbx").await;
+    let session = SdkSession::prepare(&mut sandboxes).await;
+    let port = common::free_port();
+    let api_server = url_of_kubeconfig();
+    let moved = BTreeMap::from([
+        ("berth", server_namespace.name.clone()),
+        ("berth-sandboxes", sandboxes.name.clone()),
+    ]);
+    let client = server_namespace.client.clone();
+    let ns = server_namespace.name.clone();
+
+    // The Secret the README has the operator make, and a token of the shipped ServiceAccount.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "berth-api-key"},
+                "stringData": {"api-key": KEY, "route-signing-keys": format!("[\"{}\"]", "ab".repeat(32))},
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut created_token = false;
+    for (file, document) in shipped_manifests() {
+        let kind = document["kind"].as_str().unwrap().to_owned();
+        if kind == "Namespace" {
+            continue;
+        }
+        let mut object = relocated(document, &moved);
+        let namespace = object["metadata"]["namespace"].as_str().unwrap().to_owned();
+        match kind.as_str() {
+            "ConfigMap" => {
+                let toml = object["data"]["berth.toml"].as_str().unwrap().replace(
+                    "namespace = \"berth-sandboxes\"",
+                    &format!("namespace = \"{}\"", sandboxes.name),
+                );
+                object["data"]["berth.toml"] = toml.into();
+                create::<ConfigMap>(&client, &namespace, object).await;
+            }
+            "ServiceAccount" => {
+                create::<ServiceAccount>(&client, &namespace, object).await;
+                service_account_token(&client, &namespace, "berth").await;
+                created_token = true;
+            }
+            "Role" => create::<Role>(&client, &namespace, object).await,
+            "RoleBinding" => create::<RoleBinding>(&client, &namespace, object).await,
+            "Service" => create::<Service>(&client, &namespace, object).await,
+            "Deployment" => {
+                let pod = &mut object["spec"]["template"]["spec"];
+                pod["hostNetwork"] = true.into();
+                pod["volumes"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!({"name": "token", "secret": {"secretName": "berth-token"}}));
+                let container = &mut pod["containers"][0];
+                container["image"] = "berth-server:dev".into();
+                container["imagePullPolicy"] = "Never".into();
+                container["ports"][0]["containerPort"] = port.into();
+                container["volumeMounts"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!({
+                        "name": "token",
+                        "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
+                        "readOnly": true,
+                    }));
+                let env = container["env"].as_array_mut().unwrap();
+                for (name, value) in [
+                    ("KUBERNETES_SERVICE_HOST", api_server.0.clone()),
+                    ("KUBERNETES_SERVICE_PORT", api_server.1.to_string()),
+                    ("BERTH_SERVER__PORT", port.to_string()),
+                    ("BERTH_KUBERNETES__IMAGE_PULL_POLICY", "Never".to_owned()),
+                    (
+                        "BERTH_KUBERNETES__LABELS",
+                        r#"{"berth.test" = "1"}"#.to_owned(),
+                    ),
+                    ("BERTH_KUBERNETES__START_TIMEOUT_SECONDS", "60".to_owned()),
+                    (
+                        "BERTH_KUBERNETES__DELETE_GRACE_PERIOD_SECONDS",
+                        "1".to_owned(),
+                    ),
+                    ("BERTH_SERVER__REQUEST_DEADLINE_SECONDS", "120".to_owned()),
+                    (
+                        "BERTH_STORAGE__ALLOWED_HOST_PATHS",
+                        session.allowed_host_paths(),
+                    ),
+                ] {
+                    env.push(json!({"name": name, "value": value}));
+                }
+                create::<Deployment>(&client, &namespace, object).await;
+            }
+            other => panic!("{file}: a {other} the test does not know how to apply"),
+        }
+    }
+    assert!(created_token, "the manifests have no ServiceAccount");
+
+    // Ready as the readiness probe sees it: /health answers 200 once the cache has synced.
+    let address = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !matches!(
+        request(&address, "GET", "/health", None).await,
+        Ok((200, _))
+    ) {
+        assert!(
+            Instant::now() < deadline,
+            "the Deployment's server is not healthy within 120 s; its containers:\n{}",
+            pod_logs(&ns)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    session.run(&sandboxes, &address).await;
+}
+
+/// Every YAML document of `deploy/kubernetes/*.yaml`, in file order, with its file name.
+fn shipped_manifests() -> Vec<(String, Value)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    let mut documents = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for document in serde_norway::Deserializer::from_str(&text) {
+            let value: Value = serde::Deserialize::deserialize(document).unwrap();
+            if !value.is_null() {
+                documents.push((file.display().to_string(), value));
+            }
+        }
+    }
+    documents
+}
+
+/// `object` moved from the manifests' namespaces to the test's: its own and its RoleBinding
+/// subjects'.
+fn relocated(mut object: Value, moved: &BTreeMap<&str, String>) -> Value {
+    let rename = |value: &mut Value| {
+        if let Some(from) = value.as_str() {
+            *value = moved
+                .get(from)
+                .unwrap_or_else(|| panic!("a manifest uses namespace {from:?}"))
+                .clone()
+                .into();
+        }
+    };
+    rename(&mut object["metadata"]["namespace"]);
+    if let Some(subjects) = object["subjects"].as_array_mut() {
+        for subject in subjects {
+            rename(&mut subject["namespace"]);
+        }
+    }
+    object
+}
+
+async fn create<K>(client: &kube::Client, namespace: &str, object: Value)
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + serde::Serialize,
+    K::DynamicType: Default,
+{
+    let typed: K = serde_json::from_value(object).unwrap();
+    Api::<K>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &typed)
+        .await
+        .unwrap_or_else(|e| panic!("creating a {}: {e}", K::kind(&K::DynamicType::default())));
+}
+
+/// Makes the Secret `berth-token` that the token controller fills with a token of `account`,
+/// and waits (bounded) until it has.
+async fn service_account_token(client: &kube::Client, namespace: &str, account: &str) {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {
+            "name": "berth-token",
+            "annotations": {"kubernetes.io/service-account.name": account},
+        },
+        "type": "kubernetes.io/service-account-token",
+    }))
+    .unwrap();
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    for _ in 0..300 {
+        let filled = secrets
+            .get("berth-token")
+            .await
+            .unwrap()
+            .data
+            .is_some_and(|d| d.contains_key("token"));
+        if filled {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the token controller did not fill in a token for {account} within 30 s");
+}
+
+/// The API server's host and port, from the test cluster's kubeconfig.
+fn url_of_kubeconfig() -> (String, u16) {
+    let text = std::fs::read_to_string(kubeconfig()).unwrap();
+    let server = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server:"))
+        .expect("the kubeconfig names no server")
+        .trim()
+        .trim_matches('"')
+        .to_owned();
+    let url: hyper::Uri = server.parse().unwrap();
+    (
+        url.host().unwrap().to_owned(),
+        url.port_u16().unwrap_or(443),
+    )
+}
+
+/// The logs of the containers of `namespace`'s Pods (the kubelet runs them on the local engine).
+fn pod_logs(namespace: &str) -> String {
+    let ids = common::docker_list(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=io.kubernetes.pod.namespace={namespace}"),
+    ]);
+    let mut text = String::new();
+    for id in ids {
+        let out = std::process::Command::new("docker")
+            .args(["logs", "--tail", "50", &id])
+            .output()
+            .unwrap();
+        text.push_str(&format!(
+            "--- {id}\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    text
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
