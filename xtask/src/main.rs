@@ -228,6 +228,8 @@ pub(crate) fn build_both_commands() -> Result<(), String> {
 
 fn cluster_tests() -> Result<(), String> {
     build_both_commands()?;
+    // One of them runs the server's image as a Deployment.
+    image::dev()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut command = Command::new(&cargo);
     command.arg("test").args(WHOLE_WORKSPACE);
