@@ -287,21 +287,26 @@ fn entries(source: &Source, bin: &Path) -> Result<Vec<Entry>, String> {
             &["--print-openapi"],
         ),
     ];
+    // Generated with an empty environment: nothing of the builder's (an OPEN_SANDBOX_DOMAIN, a
+    // locale) can reach the archive.
     for (path, command, args) in generated {
         entries.push(Entry {
             path: path.to_owned(),
-            contents: output(Command::new(command).args(args))?.into_bytes(),
+            contents: output(Command::new(command).args(args).env_clear())?.into_bytes(),
             executable: false,
         });
     }
     // The man pages: berth(1) and one per subcommand.
     let pages = bin.join("man-pages");
-    if pages.exists() {
-        std::fs::remove_dir_all(&pages)
-            .map_err(|e| format!("emptying {}: {e}", pages.display()))?;
-    }
+    remove_dir(&pages)?;
     crate::create_dir(&pages)?;
-    output(Command::new(&berth).arg("man").arg("--dir").arg(&pages))?;
+    output(
+        Command::new(&berth)
+            .arg("man")
+            .arg("--dir")
+            .arg(&pages)
+            .env_clear(),
+    )?;
     for page in files_below(&pages)? {
         let name = page
             .file_name()
