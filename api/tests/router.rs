@@ -930,11 +930,9 @@ async fn until_count(runtime: &InMemoryRuntime, n: usize) {
     );
 }
 
-#[tokio::test]
-async fn a_create_whose_client_hangs_up_is_rolled_back() {
-    let inner = memory();
-    let gate = gate();
-    let state = AppState::new(
+/// State over `inner` whose creates stop half-way (the sandbox exists) until `gate` opens.
+fn create_gated(inner: &Arc<InMemoryRuntime>, gate: &Arc<tokio::sync::Semaphore>) -> AppState {
+    AppState::new(
         Faulty {
             inner: inner.clone(),
             create_gate: Some(gate.clone()),
@@ -942,15 +940,24 @@ async fn a_create_whose_client_hangs_up_is_rolled_back() {
         }
         .runtime(),
         policy(),
-    );
+    )
+}
+
+/// A create request with the plain body.
+fn create_request() -> Request<Body> {
+    Request::post("/v1/sandboxes")
+        .header("content-type", "application/json")
+        .body(Body::from(create_body(json!({})).to_string()))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_create_whose_client_hangs_up_is_rolled_back() {
+    let (inner, gate) = (memory(), gate());
+    let state = create_gated(&inner, &gate);
     let app = router(state.clone());
     // The client gives up while the runtime is half-way: the handler's future is dropped.
-    let request = app.clone().oneshot(
-        Request::post("/v1/sandboxes")
-            .header("content-type", "application/json")
-            .body(Body::from(create_body(json!({})).to_string()))
-            .unwrap(),
-    );
+    let request = app.clone().oneshot(create_request());
     let gave_up = tokio::time::timeout(std::time::Duration::from_millis(50), request).await;
     assert!(gave_up.is_err(), "the create must still be running");
     until_count(&inner, 1).await;
@@ -969,26 +976,10 @@ async fn a_create_answered_just_as_its_client_hangs_up_is_rolled_back() {
     // The create sends its record, and the client hangs up before the handler runs again to take
     // it (on a busy server the connection's task and the create's run on different threads): the
     // record was sent but never taken, and must be rolled back like any untaken create.
-    let inner = memory();
-    let gate = gate();
-    let state = AppState::new(
-        Faulty {
-            inner: inner.clone(),
-            create_gate: Some(gate.clone()),
-            ..Faulty::default()
-        }
-        .runtime(),
-        policy(),
-    );
+    let (inner, gate) = (memory(), gate());
+    let state = create_gated(&inner, &gate);
     let app = router(state.clone());
-    let mut request = Box::pin(
-        app.clone().oneshot(
-            Request::post("/v1/sandboxes")
-                .header("content-type", "application/json")
-                .body(Body::from(create_body(json!({})).to_string()))
-                .unwrap(),
-        ),
-    );
+    let mut request = Box::pin(app.clone().oneshot(create_request()));
     let waiting = tokio::time::timeout(std::time::Duration::from_millis(50), &mut request).await;
     assert!(waiting.is_err(), "the create must still be running");
     until_count(&inner, 1).await;

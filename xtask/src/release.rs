@@ -158,20 +158,12 @@ impl Source {
     fn exported_to(self, dir: &Path) -> Result<Self, String> {
         remove_dir(dir)?;
         crate::create_dir(dir)?;
-        let tree = Command::new("git")
-            .arg("-C")
-            .arg(&self.root)
-            .args(["archive", "--format=tar", &self.commit])
-            .output()
-            .map_err(|e| format!("running git archive: {e}"))?;
-        if !tree.status.success() {
-            return Err(format!(
-                "git archive {} failed: {}",
-                self.commit,
-                String::from_utf8_lossy(&tree.stderr)
-            ));
-        }
-        tar::Archive::new(tree.stdout.as_slice())
+        let tree = output_bytes(Command::new("git").arg("-C").arg(&self.root).args([
+            "archive",
+            "--format=tar",
+            &self.commit,
+        ]))?;
+        tar::Archive::new(tree.as_slice())
             .unpack(dir)
             .map_err(|e| format!("unpacking the commit into {}: {e}", dir.display()))?;
         Ok(Self {
@@ -509,8 +501,14 @@ fn git(root: &Path, args: &[&str]) -> Result<String, String> {
     output(Command::new("git").arg("-C").arg(root).args(args))
 }
 
-/// A command's standard output; its failure with its standard error.
+/// A command's standard output, as text; its failure with its standard error.
 fn output(command: &mut Command) -> Result<String, String> {
+    let shown = format!("{command:?}");
+    String::from_utf8(output_bytes(command)?).map_err(|e| format!("{shown}: output not UTF-8: {e}"))
+}
+
+/// A command's standard output; its failure with its standard error.
+fn output_bytes(command: &mut Command) -> Result<Vec<u8>, String> {
     let shown = format!("{command:?}");
     let out = command
         .output()
@@ -522,7 +520,7 @@ fn output(command: &mut Command) -> Result<String, String> {
             String::from_utf8_lossy(&out.stderr)
         ));
     }
-    String::from_utf8(out.stdout).map_err(|e| format!("{shown}: output not UTF-8: {e}"))
+    Ok(out.stdout)
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, String> {
