@@ -298,6 +298,21 @@ impl Default for StorageSection {
     }
 }
 
+/// Whether `BERTH_<rest>=<value>` has the shape of the variables the kubelet sets for a Service
+/// named `berth` (`BERTH_SERVICE_HOST`, `BERTH_SERVICE_PORT[_<NAME>]`, `BERTH_PORT=tcp://…`,
+/// `BERTH_PORT_<n>_<PROTO>[_…]`), so the error can say where it comes from.
+fn is_service_link(rest: &str, value: &str) -> bool {
+    rest == "SERVICE_HOST"
+        || rest.starts_with("SERVICE_PORT")
+        || (rest == "PORT"
+            && ["tcp://", "udp://", "sctp://"]
+                .iter()
+                .any(|p| value.starts_with(p)))
+        || rest
+            .strip_prefix("PORT_")
+            .is_some_and(|p| p.starts_with(|c: char| c.is_ascii_digit()))
+}
+
 /// `key`'s value must lie in `range`.
 fn in_range(
     key: &str,
@@ -363,9 +378,15 @@ impl Config {
                 continue;
             }
             let Some((section, key)) = rest.split_once("__") else {
-                return Err(ConfigError(format!(
-                    "environment variable {name}: use BERTH_<SECTION>__<KEY>, e.g. BERTH_SERVER__PORT"
-                )));
+                return Err(ConfigError(if is_service_link(rest, &value) {
+                    format!(
+                        "environment variable {name}: a Kubernetes service link (a Service named `berth` in the Pod's namespace), not a setting; set `enableServiceLinks: false` in the Pod spec, as deploy/kubernetes does"
+                    )
+                } else {
+                    format!(
+                        "environment variable {name}: use BERTH_<SECTION>__<KEY>, e.g. BERTH_SERVER__PORT"
+                    )
+                }));
             };
             let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
             // The text stays text here: the field it lands in decides its type.
@@ -826,6 +847,17 @@ mod tests {
                 .contains("max_sandbox_timeout_seconds")
         );
         assert!(msg(&[("BERTH_PORT", "1")]).contains("BERTH_<SECTION>__<KEY>"));
+        // What the kubelet sets for a Service named `berth` says so, and how to stop it.
+        for (name, value) in [
+            ("BERTH_SERVICE_PORT_HTTP", "8080"),
+            ("BERTH_SERVICE_HOST", "10.0.0.7"),
+            ("BERTH_PORT", "tcp://10.0.0.7:8080"),
+            ("BERTH_PORT_8080_TCP_ADDR", "10.0.0.7"),
+        ] {
+            let message = msg(&[(name, value)]);
+            assert!(message.contains(name), "{message}");
+            assert!(message.contains("enableServiceLinks: false"), "{message}");
+        }
     }
 
     const ALL: &[RuntimeKind] = &[RuntimeKind::Docker, RuntimeKind::Kubernetes];
