@@ -291,7 +291,8 @@ struct Answer {
 impl Client {
     /// A client of `server`: `host:port` (as `OPEN_SANDBOX_DOMAIN` gives it; http assumed) or
     /// an `http(s)://host[:port][/prefix]` URL. Requests go to `<base>/v1/...`; each one,
-    /// body included, must finish within `timeout`.
+    /// body included, must finish within `timeout` (a create within its own bound:
+    /// [`Client::with_create_timeout`]).
     pub fn new(
         server: &str,
         api_key: Option<String>,
