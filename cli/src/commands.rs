@@ -133,17 +133,18 @@ fn connect(connection: &Connection) -> Result<Client, CommandError> {
         .or(stored.server)
         .unwrap_or_else(|| settings::DEFAULT_SERVER.to_owned());
     let api_key = connection.api_key.clone().or(stored.api_key);
-    // A timeout given (flag or file) bounds every request; the defaults give a create longer.
-    let (timeout, create_timeout) = match (connection.request_timeout, stored.request_timeout) {
-        (Some(t), _) => (t, t),
-        (None, Some(text)) => {
-            let t = crate::args::parse_duration(&text).map_err(|e| {
-                CommandError::Usage(format!("{}: request-timeout: {e}", path.display()))
-            })?;
-            (t, t)
-        }
-        (None, None) => (DEFAULT_REQUEST_TIMEOUT, DEFAULT_CREATE_TIMEOUT),
+    let given = match (connection.request_timeout, stored.request_timeout) {
+        (Some(t), _) => Some(t),
+        (None, Some(text)) => Some(crate::args::parse_duration(&text).map_err(|e| {
+            CommandError::Usage(format!("{}: request-timeout: {e}", path.display()))
+        })?),
+        (None, None) => None,
     };
+    // A timeout given (flag or file) bounds every request; the defaults give a create longer.
+    let (timeout, create_timeout) = given
+        .map_or((DEFAULT_REQUEST_TIMEOUT, DEFAULT_CREATE_TIMEOUT), |t| {
+            (t, t)
+        });
     Ok(Client::new(&server, api_key, timeout)?.with_create_timeout(create_timeout))
 }
 

@@ -40,11 +40,7 @@ pub(crate) fn main(args: &[String]) -> Result<(), String> {
 
 /// `berth-server:dev` from the test build (`cargo build` must have made it).
 pub(crate) fn dev() -> Result<(), String> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .ok_or("xtask has no parent directory")?
-        .to_owned();
-    let binary = crate::target_dir(&root)?.join("debug/berth-server");
+    let binary = crate::target_dir(&crate::workspace_root())?.join("debug/berth-server");
     if !binary.exists() {
         return Err(format!(
             "{} is missing: build it first (cargo build --workspace --all-features)",
@@ -94,9 +90,8 @@ fn import(binary: &Path, tag: &str, version: &str, commit: &str) -> Result<(), S
 /// directories the server uses.
 fn rootfs(binary: &Path) -> Result<Vec<u8>, String> {
     let mut tar = tar::Builder::new(Vec::new());
-    let mut directories = std::collections::BTreeSet::new();
     let mut files: Vec<(String, Vec<u8>, u32)> =
-        vec![(BINARY_IN_IMAGE.to_owned(), read(binary)?, 0o755)];
+        vec![(BINARY_IN_IMAGE.to_owned(), crate::read(binary)?, 0o755)];
     for library in linked_libraries(binary)? {
         let path = library
             .to_str()
@@ -104,7 +99,7 @@ fn rootfs(binary: &Path) -> Result<Vec<u8>, String> {
             .ok_or_else(|| format!("{}: not an absolute UTF-8 path", library.display()))?
             .to_owned();
         // Read through links: the image holds the file itself at the path the binary asks for.
-        files.push((path, read(&library)?, 0o755));
+        files.push((path, crate::read(&library)?, 0o755));
     }
     files.push((
         "etc/passwd".into(),
@@ -116,17 +111,25 @@ fn rootfs(binary: &Path) -> Result<Vec<u8>, String> {
         b"root:x:0:\nberth:x:65532:\n".to_vec(),
         0o644,
     ));
-    for (path, _, _) in &files {
-        let mut parent = Path::new(path).parent();
+    // Every parent of a file, and the two empty directories the server uses, with their parents.
+    let mut directories = std::collections::BTreeMap::from([
+        ("tmp/".to_owned(), 0o1777),
+        ("var/lib/berth/".to_owned(), 0o755),
+    ]);
+    let leaves: Vec<&str> = files
+        .iter()
+        .map(|(path, _, _)| path.as_str())
+        .chain(["var/lib/berth"])
+        .collect();
+    for leaf in leaves {
+        let mut parent = Path::new(leaf).parent();
         while let Some(dir) = parent.filter(|d| !d.as_os_str().is_empty()) {
-            directories.insert((format!("{}/", dir.display()), 0o755));
+            directories
+                .entry(format!("{}/", dir.display()))
+                .or_insert(0o755);
             parent = dir.parent();
         }
     }
-    directories.insert(("tmp/".to_owned(), 0o1777));
-    directories.insert(("var/lib/berth/".to_owned(), 0o755));
-    directories.insert(("var/".to_owned(), 0o755));
-    directories.insert(("var/lib/".to_owned(), 0o755));
     for (path, mode) in &directories {
         let mut header = tar::Header::new_gnu();
         header.set_entry_type(tar::EntryType::Directory);
@@ -183,10 +186,6 @@ fn parse_ldd(text: &str) -> Result<Vec<PathBuf>, String> {
         return Err("ldd names no library: is the binary static? (then nothing is needed, but this image expects glibc)".into());
     }
     Ok(libraries)
-}
-
-fn read(path: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))
 }
 
 #[cfg(test)]

@@ -217,9 +217,9 @@ const CLUSTER_TESTS: &[&str] = &[
 pub(crate) const WHOLE_WORKSPACE: &[&str] = &["--workspace", "--all-features"];
 
 /// The `berth` command's tests start the server and the server's tests run the command, but
-/// cargo builds for a package's tests only that package's binaries: a narrowed run (or the
-/// cluster tests alone) builds the whole workspace's test targets, and so both binaries, first
-/// (nothing to do after a whole run).
+/// cargo builds for a package's tests only that package's binaries: every run of the suite (a
+/// narrowed one, the cluster tests alone) first builds the whole workspace's test targets, and so
+/// both binaries — which the server image is then packed from.
 pub(crate) fn build_both_commands() -> Result<(), String> {
     let mut args = vec!["test", "--no-run"];
     args.extend_from_slice(WHOLE_WORKSPACE);
@@ -308,6 +308,18 @@ pub(crate) fn target_dir(root: &Path) -> Result<PathBuf, String> {
         }
         None => Ok(root.join("target")),
     }
+}
+
+/// The workspace's root directory (xtask's parent).
+pub(crate) fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_owned)
+}
+
+/// A file's bytes; the error names it.
+pub(crate) fn read(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))
 }
 
 /// Creates `dir` unless it exists.

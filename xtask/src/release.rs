@@ -36,7 +36,7 @@ pub(crate) fn main(args: &[String]) -> Result<(), String> {
             }
         }
     }
-    let root = workspace_root();
+    let root = crate::workspace_root();
     let source = Source::checked(&root, version.as_deref())?;
     if skip_tests {
         eprintln!("xtask: release: --skip-tests: the suite is NOT run for this archive");
@@ -86,7 +86,7 @@ pub(crate) fn main(args: &[String]) -> Result<(), String> {
 /// remapped) into the release's build directory: the directory holding both commands, and the
 /// version and commit they were built from. `cargo xtask image` packs the server from it.
 pub(crate) fn build_commit() -> Result<(PathBuf, String, String), String> {
-    let root = workspace_root();
+    let root = crate::workspace_root();
     let source = Source::checked(&root, None)?;
     let target_root = crate::target_dir(&root)?.join("xtask-release");
     crate::create_dir(&target_root)?;
@@ -260,7 +260,7 @@ fn entries(source: &Source, bin: &Path) -> Result<Vec<Entry>, String> {
     for (_, name) in COMMANDS {
         entries.push(Entry {
             path: format!("bin/{name}"),
-            contents: read(&bin.join(name))?,
+            contents: crate::read(&bin.join(name))?,
             executable: true,
         });
     }
@@ -306,7 +306,7 @@ fn entries(source: &Source, bin: &Path) -> Result<Vec<Entry>, String> {
             .unwrap_or_default();
         entries.push(Entry {
             path: format!("man/man1/{name}"),
-            contents: read(&page)?,
+            contents: crate::read(&page)?,
             executable: false,
         });
     }
@@ -319,7 +319,7 @@ fn entries(source: &Source, bin: &Path) -> Result<Vec<Entry>, String> {
     ] {
         entries.push(Entry {
             path: file.rsplit('/').next().unwrap_or(file).to_owned(),
-            contents: read(&source.root.join(file))?,
+            contents: crate::read(&source.root.join(file))?,
             executable: false,
         });
     }
@@ -333,7 +333,7 @@ fn entries(source: &Source, bin: &Path) -> Result<Vec<Entry>, String> {
             let relative = path.strip_prefix(&base).map_err(|e| e.to_string())?;
             entries.push(Entry {
                 path: format!("{top}/{}", relative.display()),
-                contents: read(&path)?,
+                contents: crate::read(&path)?,
                 executable: false,
             });
         }
@@ -445,7 +445,7 @@ fn write_checksums(dist: &Path) -> Result<(), String> {
     for name in names {
         sums.push_str(&format!(
             "{}  {name}\n",
-            hex_sha256(&read(&dist.join(&name))?)
+            hex_sha256(&crate::read(&dist.join(&name))?)
         ));
     }
     write(&dist.join("SHA256SUMS"), sums.as_bytes())
@@ -487,12 +487,6 @@ fn remove_dir(dir: &Path) -> Result<(), String> {
     }
 }
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map_or_else(|| PathBuf::from("."), Path::to_owned)
-}
-
 fn home() -> PathBuf {
     std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from)
 }
@@ -521,10 +515,6 @@ fn output_bytes(command: &mut Command) -> Result<Vec<u8>, String> {
         ));
     }
     Ok(out.stdout)
-}
-
-fn read(path: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<(), String> {

@@ -44,8 +44,7 @@ fn main() -> ExitCode {
         print!("{}", berth_api::openapi::yaml());
         return ExitCode::SUCCESS;
     }
-    let config_file = args.config;
-    let config = match Config::load(config_file.as_deref(), std::env::vars()) {
+    let config = match Config::load(args.config.as_deref(), std::env::vars()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("berth-server: {e}");
